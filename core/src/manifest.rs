@@ -1,0 +1,211 @@
+//! `manifest.json` of an exported model folder: what the runtime needs to know, checked on load.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::padding::PadSpec;
+
+pub const FORMAT: &str = "funcodec-rs-model";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub exporter_version: String,
+    pub model_id: String,
+    pub model_hash: String,
+    pub sample_rate: u32,
+    pub hop: usize,
+    pub norm: String,
+    pub causal: bool,
+    pub lookahead_samples: Option<u64>,
+    pub input_normalization: InputNormalization,
+    pub quantizer: QuantizerInfo,
+    pub encoder: EncoderInfo,
+    pub decoder: DecoderInfo,
+    pub files: BTreeMap<String, FileInfo>,
+    #[serde(default)]
+    pub source: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InputNormalization {
+    pub kind: String,
+    pub eps: f32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuantizerInfo {
+    pub num_quantizers: usize,
+    pub codebook_size: usize,
+    pub dim: usize,
+    pub file: String,
+    /// FunCodec's bit-rate maths uses the quantizer's own rate and hop from the config, which may
+    /// differ from the audio hop (the ds640 recipe once lacked `encoder_hop_length`).
+    pub bitrate_sample_rate: u32,
+    pub bitrate_hop: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Segment {
+    pub file: String,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub pad: PadSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EncoderInfo {
+    pub segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DecoderInfo {
+    pub file: String,
+    pub in_channels: usize,
+    pub pad: PadSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FileInfo {
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+impl Manifest {
+    pub fn load(dir: &Path) -> Result<Manifest> {
+        let path = dir.join("manifest.json");
+        let err = |msg: String| Error::Model {
+            path: dir.to_path_buf(),
+            msg,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                err("no manifest.json (is this an exported model folder? \
+                 convert a FunCodec checkpoint with models/export.py)"
+                    .into())
+            }
+            _ => Error::io(&path, e),
+        })?;
+        let m: Manifest =
+            serde_json::from_str(&text).map_err(|e| err(format!("manifest.json: {e}")))?;
+        m.validate().map_err(err)?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!(
+                "manifest format is {:?}, expected {FORMAT:?}",
+                self.format
+            ));
+        }
+        if self.format_version > FORMAT_VERSION {
+            return Err(format!(
+                "manifest format version {} is newer than this runtime ({FORMAT_VERSION}); upgrade funcodec",
+                self.format_version
+            ));
+        }
+        if self.input_normalization.kind != "utterance_rms"
+            && self.input_normalization.kind != "none"
+        {
+            return Err(format!(
+                "unknown input normalisation {:?}",
+                self.input_normalization.kind
+            ));
+        }
+        let q = &self.quantizer;
+        if q.num_quantizers == 0 || q.codebook_size < 2 || q.codebook_size > 65536 || q.dim == 0 {
+            return Err(format!(
+                "bad quantizer shape {}x{}x{}",
+                q.num_quantizers, q.codebook_size, q.dim
+            ));
+        }
+        if self.sample_rate == 0 || self.hop == 0 || q.bitrate_hop == 0 {
+            return Err("sample_rate, hop and bitrate_hop must be positive".into());
+        }
+        if self.encoder.segments.is_empty() {
+            return Err("encoder has no segments".into());
+        }
+        for s in self
+            .encoder
+            .segments
+            .iter()
+            .map(|s| &s.pad)
+            .chain([&self.decoder.pad])
+        {
+            if s.kernel == 0
+                || s.stride == 0
+                || s.dilation == 0
+                || (s.kernel - 1) * s.dilation + 1 < s.stride
+            {
+                return Err(format!("bad conv padding spec {s:?}"));
+            }
+        }
+        let files = self
+            .encoder
+            .segments
+            .iter()
+            .map(|s| &s.file)
+            .chain([&self.decoder.file, &q.file]);
+        for f in files {
+            if !self.files.contains_key(f) {
+                return Err(format!("file {f} is not listed with a checksum"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a listed file, checking its size and SHA-256 so a truncated or swapped file is caught.
+    pub fn read_checked(&self, dir: &Path, file: &str) -> Result<Vec<u8>> {
+        let ferr = |msg: String| Error::ModelFile {
+            path: dir.to_path_buf(),
+            file: file.into(),
+            msg,
+        };
+        let info = self
+            .files
+            .get(file)
+            .ok_or_else(|| ferr("not listed in manifest.json".into()))?;
+        let bytes = std::fs::read(dir.join(file)).map_err(|e| ferr(format!("cannot read: {e}")))?;
+        if bytes.len() as u64 != info.bytes {
+            return Err(ferr(format!(
+                "size is {} bytes, manifest says {}",
+                bytes.len(),
+                info.bytes
+            )));
+        }
+        let digest = hex(&Sha256::digest(&bytes));
+        if !digest.eq_ignore_ascii_case(&info.sha256) {
+            return Err(ferr(format!(
+                "checksum mismatch (sha256 {digest}, manifest says {})",
+                info.sha256
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// The 16-byte model fingerprint carried in every bitstream header.
+    pub fn hash_bytes(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        let src = self.model_hash.as_bytes();
+        for (i, o) in out.iter_mut().enumerate() {
+            let pair = src
+                .get(2 * i..2 * i + 2)
+                .and_then(|p| std::str::from_utf8(p).ok());
+            *o = pair
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .unwrap_or(0);
+        }
+        out
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
