@@ -11,6 +11,20 @@ if ! pkg-config --exists gstreamer-1.0 2>/dev/null || ! command -v gst-launch-1.
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad >/dev/null
 fi
 
+# Python test tools (no PyTorch in CI): the exporter's config rules need only PyYAML.
+PY=python3
+if ! "$PY" -c "import yaml" 2>/dev/null; then
+  if [ ! -x target/pyenv/bin/python ]; then
+    mkdir -p target
+    python3 -m venv target/pyenv 2>/dev/null || {
+      $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv target/pyenv; }
+    target/pyenv/bin/pip install -q pyyaml==6.0.2
+  fi
+  PY=target/pyenv/bin/python
+fi
+"$PY" -m unittest discover -s models -p 'test_*.py'
+
 # One profile for build and test (dev, with dependencies optimised: see Cargo.toml).
 cargo build --workspace --all-targets --locked
 mkdir -p target
