@@ -38,6 +38,17 @@ VARIANTS = {
         "decoder_conf": {"n_filters": 2, "norm": None, "ratios": None, "causal": None},
         "quantizer_conf": {"num_quantizers": 4, "encoder_hop_length": 320},
     }, bit_widths=[16000, 1000]),
+    # The project's streaming architecture (models/codec_train): causal, weight norm, zero padding,
+    # identity residual shortcuts, no utterance RMS. Also exported with step graphs only
+    # (`model_steps`), the way the default model ships.
+    "tiny_causal_ds640": dict(seed=3, overrides={
+        "encoder_conf": {"n_filters": 4, "dimension": 16, "norm": "weight_norm", "causal": True,
+                         "pad_mode": "constant", "true_skip": True},
+        "decoder_conf": {"n_filters": 4, "norm": "weight_norm", "causal": True, "pad_mode": "constant",
+                         "true_skip": True},
+        "quantizer_conf": {"num_quantizers": 8},
+        "model_conf": {"audio_normalize": False},
+    }, bit_widths=[16000, 1000], steps_only_copy=True),
 }
 
 LENGTHS = [1, 3, 80, 641, 1921, 8000, 16123, 161234]
@@ -92,6 +103,9 @@ def make_variant(name: str, spec: dict, out_root: str) -> None:
     config_path, ckpt = ref.build_random_checkpoint(cfg, work, spec["seed"])
     shutil.copy(config_path, os.path.join(out, "config.yaml"))
     manifest = export_model(config_path, ckpt, os.path.join(out, "model"), model_id=name)
+    if spec.get("steps_only_copy"):
+        export_model(config_path, ckpt, os.path.join(out, "model_steps"), model_id=name + "_steps",
+                     offline_graphs=False)
     s2t = ref.load_reference(config_path, ckpt)
 
     clips, scp = [], []

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Activation, CodecModel};
+use crate::stream::{CausalDecoder, CausalEncoder, StreamDecoder, StreamEncoder};
 
 /// Codes of a whole stream: `frames` frames of `n_q` codes each, stored frame-major so a frame is a
 /// contiguous slice (what the bitstream and the streaming API move around).
@@ -112,9 +113,15 @@ impl CodecModel {
     }
 
     /// Encodes a whole utterance of mono samples at the model rate with `n_q` quantizers.
+    ///
+    /// Models shipped with step graphs only (the project's causal default) run frame by frame, the
+    /// last frame zero-padded: the same codes a stream produces for any split of the input.
     pub fn encode(&self, pcm: &[f32], n_q: usize) -> Result<Encoded> {
         self.check_n_q(n_q)?;
         check_audio(pcm)?;
+        if !self.has_offline_graphs() {
+            return self.encode_by_steps(pcm, n_q);
+        }
         let mut scale = 1.0f32;
         let mut x = pcm.to_vec();
         if self.manifest.input_normalization.kind == "utterance_rms" {
@@ -160,6 +167,9 @@ impl CodecModel {
         if codes.frames == 0 {
             return Ok(Vec::new());
         }
+        if !self.has_offline_graphs() {
+            return self.decode_by_steps(codes);
+        }
         let dim = self.latent_dim();
         let mut z = Activation {
             data: vec![0.0; dim * codes.frames],
@@ -174,6 +184,44 @@ impl CodecModel {
                 .for_each(|(c, v)| z.data[c * codes.frames + t] = *v);
         }
         self.decode_latent(&z, &mut Vec::new())
+    }
+}
+
+impl CodecModel {
+    fn encode_by_steps(&self, pcm: &[f32], n_q: usize) -> Result<Encoded> {
+        let mut enc = StreamEncoder::with_backend(
+            self.shared(),
+            Box::new(CausalEncoder::new(self.shared())?),
+            n_q,
+        )?;
+        let mut codes = Codes::new(n_q);
+        codes.data.reserve(pcm.len().div_ceil(self.hop()) * n_q);
+        enc.push(pcm, |f| codes.push_frame(f))?;
+        enc.flush(|f| codes.push_frame(f))?;
+        Ok(Encoded {
+            codes,
+            samples: pcm.len(),
+            scale: 1.0,
+        })
+    }
+
+    fn decode_by_steps(&self, codes: &Codes) -> Result<Vec<f32>> {
+        let mut dec = StreamDecoder::with_backend(
+            self.shared(),
+            Box::new(CausalDecoder::new(self.shared())?),
+        );
+        let mut out = Vec::with_capacity(codes.frames * self.hop());
+        for t in 0..codes.frames {
+            dec.push_frame(codes.frame(t), |pcm| {
+                out.extend_from_slice(pcm);
+                Ok(())
+            })?;
+        }
+        dec.flush(|pcm| {
+            out.extend_from_slice(pcm);
+            Ok(())
+        })?;
+        Ok(out)
     }
 }
 

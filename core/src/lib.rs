@@ -2,6 +2,7 @@
 //!
 //! * [`CodecModel`] loads an exported model folder and encodes/decodes whole utterances exactly as
 //!   FunCodec does offline.
+//! * [`stream`] is the streaming core: push samples, get frames of codes as soon as they are final.
 //! * [`bitstream`] is the project's framed code-stream format; [`codecs_txt`] is FunCodec's text format.
 
 pub mod bitstream;
@@ -12,7 +13,9 @@ pub mod manifest;
 pub mod model;
 pub mod padding;
 pub mod rvq;
+pub mod stream;
 
 pub use codec::{Codes, Encoded, check_audio, peak_limit};
 pub use error::{Error, Result};
 pub use model::CodecModel;
+pub use stream::{Flushed, StreamDecoder, StreamEncoder};

@@ -26,8 +26,12 @@ pub struct Manifest {
     pub lookahead_samples: Option<u64>,
     pub input_normalization: InputNormalization,
     pub quantizer: QuantizerInfo,
-    pub encoder: EncoderInfo,
-    pub decoder: DecoderInfo,
+    /// Offline graphs (any length in one call); absent when a causal model ships step graphs only.
+    pub encoder: Option<EncoderInfo>,
+    pub decoder: Option<DecoderInfo>,
+    /// Step graphs of a causal model: one frame per call with explicit state.
+    #[serde(default)]
+    pub streaming: Option<StreamingInfo>,
     pub files: BTreeMap<String, FileInfo>,
     #[serde(default)]
     pub source: serde_json::Value,
@@ -69,6 +73,30 @@ pub struct DecoderInfo {
     pub file: String,
     pub in_channels: usize,
     pub pad: PadSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamingInfo {
+    pub frames_per_step: usize,
+    pub lookahead_samples: usize,
+    pub encoder: StepGraphInfo,
+    pub decoder: StepGraphInfo,
+}
+
+/// One step graph: input `x` plus states `s0..sN` in, output `y` plus the new states `n0..nN` out.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StepGraphInfo {
+    pub file: String,
+    pub in_shape: Vec<usize>,
+    pub out_shape: Vec<usize>,
+    pub states: Vec<StateInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StateInfo {
+    pub input: String,
+    pub output: String,
+    pub shape: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,30 +157,50 @@ impl Manifest {
         if self.sample_rate == 0 || self.hop == 0 || q.bitrate_hop == 0 {
             return Err("sample_rate, hop and bitrate_hop must be positive".into());
         }
-        if self.encoder.segments.is_empty() {
-            return Err("encoder has no segments".into());
-        }
-        for s in self
-            .encoder
-            .segments
-            .iter()
-            .map(|s| &s.pad)
-            .chain([&self.decoder.pad])
-        {
-            if s.kernel == 0
-                || s.stride == 0
-                || s.dilation == 0
-                || (s.kernel - 1) * s.dilation + 1 < s.stride
-            {
-                return Err(format!("bad conv padding spec {s:?}"));
+        let mut files = vec![&q.file];
+        match (&self.encoder, &self.decoder) {
+            (Some(enc), Some(dec)) => {
+                if enc.segments.is_empty() {
+                    return Err("encoder has no segments".into());
+                }
+                for s in enc.segments.iter().map(|s| &s.pad).chain([&dec.pad]) {
+                    if s.kernel == 0
+                        || s.stride == 0
+                        || s.dilation == 0
+                        || (s.kernel - 1) * s.dilation + 1 < s.stride
+                    {
+                        return Err(format!("bad conv padding spec {s:?}"));
+                    }
+                }
+                files.extend(enc.segments.iter().map(|s| &s.file));
+                files.push(&dec.file);
             }
+            (None, None) if self.streaming.is_some() => {}
+            _ => return Err("needs offline encoder and decoder graphs, or step graphs".into()),
         }
-        let files = self
-            .encoder
-            .segments
-            .iter()
-            .map(|s| &s.file)
-            .chain([&self.decoder.file, &q.file]);
+        if let Some(st) = &self.streaming {
+            if st.frames_per_step != 1 {
+                return Err(format!(
+                    "step graphs of {} frames are not supported",
+                    st.frames_per_step
+                ));
+            }
+            let (hop, dim) = (self.hop, q.dim);
+            if st.encoder.in_shape != [1, 1, hop] || st.encoder.out_shape != [1, dim, 1] {
+                return Err(format!(
+                    "encoder step graph shapes {:?} -> {:?} do not match hop {hop}, dim {dim}",
+                    st.encoder.in_shape, st.encoder.out_shape
+                ));
+            }
+            if st.decoder.in_shape != [1, dim, 1] || st.decoder.out_shape != [1, 1, hop] {
+                return Err(format!(
+                    "decoder step graph shapes {:?} -> {:?} do not match hop {hop}, dim {dim}",
+                    st.decoder.in_shape, st.decoder.out_shape
+                ));
+            }
+            files.push(&st.encoder.file);
+            files.push(&st.decoder.file);
+        }
         for f in files {
             if !self.files.contains_key(f) {
                 return Err(format!("file {f} is not listed with a checksum"));

@@ -1,5 +1,6 @@
-//! A loaded model folder: tract plans for the encoder segments and the decoder, plus the codebooks.
-//! Everything is optimised once at load; the plans are shared, immutable, and safe across threads.
+//! A loaded model folder: tract plans for the offline encoder segments and decoder and/or the step
+//! graphs of a causal model, plus the codebooks. Everything is optimised once at load; the plans are
+//! shared, immutable, and safe across threads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,15 +11,19 @@ use crate::error::{Error, Result};
 use crate::manifest::{Manifest, Segment};
 use crate::padding::{PadSpec, pad1d};
 use crate::rvq::Codebooks;
+use crate::stream::step::StepGraph;
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// Cloning is cheap (every part is shared), so a stream can hold its own `Arc<CodecModel>`.
+#[derive(Clone)]
 pub struct CodecModel {
-    pub manifest: Manifest,
+    pub manifest: Arc<Manifest>,
     pub dir: PathBuf,
-    encoder: Vec<(Segment, Plan)>,
-    decoder: Plan,
-    pub codebooks: Codebooks,
+    encoder: Arc<Vec<(Segment, Plan)>>,
+    decoder: Option<Plan>,
+    steps: Option<Arc<(StepGraph, StepGraph)>>,
+    pub codebooks: Arc<Codebooks>,
 }
 
 /// A (channels × length) activation, row-major; reused across calls to avoid reallocating.
@@ -48,11 +53,21 @@ impl CodecModel {
             });
         }
         let manifest = Manifest::load(&dir)?;
-        let mut encoder = Vec::with_capacity(manifest.encoder.segments.len());
-        for seg in &manifest.encoder.segments {
+        let mut encoder = Vec::new();
+        for seg in manifest.encoder.iter().flat_map(|e| &e.segments) {
             encoder.push((seg.clone(), load_plan(&manifest, &dir, &seg.file)?));
         }
-        let decoder = load_plan(&manifest, &dir, &manifest.decoder.file)?;
+        let decoder = match &manifest.decoder {
+            Some(d) => Some(load_plan(&manifest, &dir, &d.file)?),
+            None => None,
+        };
+        let steps = match &manifest.streaming {
+            Some(st) => Some((
+                StepGraph::load(&manifest, &dir, &st.encoder, "encoder step")?,
+                StepGraph::load(&manifest, &dir, &st.decoder, "decoder step")?,
+            )),
+            None => None,
+        };
         let q = &manifest.quantizer;
         let bytes = manifest.read_checked(&dir, &q.file)?;
         let codebooks = Codebooks::from_le_bytes(&bytes, q.num_quantizers, q.codebook_size, q.dim)
@@ -62,12 +77,30 @@ impl CodecModel {
                 msg: e.to_string(),
             })?;
         Ok(CodecModel {
-            manifest,
+            manifest: Arc::new(manifest),
             dir,
-            encoder,
+            encoder: Arc::new(encoder),
             decoder,
-            codebooks,
+            steps: steps.map(Arc::new),
+            codebooks: Arc::new(codebooks),
         })
+    }
+
+    /// A shared handle to this model for a stream.
+    pub fn shared(&self) -> Arc<CodecModel> {
+        Arc::new(self.clone())
+    }
+
+    /// Whether the folder has graphs that take a whole utterance at once (FunCodec's offline path).
+    pub fn has_offline_graphs(&self) -> bool {
+        self.decoder.is_some()
+    }
+    /// Step graphs of a causal model (exact streaming), if the folder has them.
+    pub fn encoder_step(&self) -> Option<&StepGraph> {
+        self.steps.as_ref().map(|s| &s.0)
+    }
+    pub fn decoder_step(&self) -> Option<&StepGraph> {
+        self.steps.as_ref().map(|s| &s.1)
     }
 
     pub fn sample_rate(&self) -> u32 {
@@ -107,18 +140,14 @@ impl CodecModel {
 
     /// Runs the decoder on a latent (`dim` × frames); returns `hop × frames` samples.
     pub fn decode_latent(&self, z: &Activation, scratch: &mut Vec<f32>) -> Result<Vec<f32>> {
-        Ok(run_padded(
-            &self.decoder,
-            z,
-            &self.manifest.decoder.pad,
-            scratch,
-            "decoder",
-        )?
-        .data)
+        let (Some(plan), Some(info)) = (&self.decoder, &self.manifest.decoder) else {
+            return Err(Error::Argument("model has no offline decoder graph".into()));
+        };
+        Ok(run_padded(plan, z, &info.pad, scratch, "decoder")?.data)
     }
 }
 
-fn load_plan(manifest: &Manifest, dir: &Path, file: &str) -> Result<Plan> {
+pub(crate) fn load_plan(manifest: &Manifest, dir: &Path, file: &str) -> Result<Plan> {
     let bytes = manifest.read_checked(dir, file)?;
     let ferr = |msg: String| Error::ModelFile {
         path: dir.to_path_buf(),

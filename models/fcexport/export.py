@@ -12,6 +12,7 @@ import torch
 
 from . import EXPORTER_VERSION
 from .config import CodecConf, UnsupportedModel, load_config
+from .stream import decoder_step, encoder_step, export_step, run_steps
 from .network import (Decoder, build_encoder_segments, conv_padding, decoder_key_map, encoder_key_map,
                       load_module)
 
@@ -75,7 +76,10 @@ def pad_spec(kernel: int, stride: int, causal: bool, mode: str) -> dict:
     return dict(kernel=kernel, stride=stride, dilation=1, causal=causal, mode=mode, left=left, right=right)
 
 
-def export_model(config_path: str, checkpoint_path: str, out_dir: str, model_id: str | None = None) -> dict:
+def export_model(config_path: str, checkpoint_path: str, out_dir: str, model_id: str | None = None,
+                 offline_graphs: bool = True) -> dict:
+    """offline_graphs=False (causal models only) ships just the step graphs: the runtime then runs offline
+    coding frame by frame too, and the folder holds the weights once instead of twice."""
     conf = load_config(config_path)
     sd = load_state_dict(checkpoint_path)
     segments, decoder, embed = build_modules(conf, sd)
@@ -102,10 +106,23 @@ def export_model(config_path: str, checkpoint_path: str, out_dir: str, model_id:
     z = torch.randn(1, conf.dimension, 5 + dspec["left"] + dspec["right"])
     _export(decoder, z, os.path.join(out_dir, "decoder.onnx"))
 
+    streaming = None
+    if enc.causal and enc.pad_mode == "constant" and enc.norm == "weight_norm":
+        streaming = export_streaming(conf, segments, decoder, enc_entries, dspec, out_dir)
+
+    if not offline_graphs:
+        if streaming is None:
+            raise UnsupportedModel("only causal zero-padded weight-norm models can ship without offline graphs")
+        for name in [e["file"] for e in enc_entries] + ["decoder.onnx"]:
+            os.remove(os.path.join(out_dir, name))
+        enc_entries = []
+
     codebooks = "codebooks.f32"
     embed.numpy().astype("<f4").tofile(os.path.join(out_dir, codebooks))
 
-    files = [e["file"] for e in enc_entries] + ["decoder.onnx", codebooks]
+    files = [e["file"] for e in enc_entries] + (["decoder.onnx"] if offline_graphs else []) + [codebooks]
+    if streaming:
+        files += [streaming["encoder"]["file"], streaming["decoder"]["file"]]
     hashes = {f: sha256_file(os.path.join(out_dir, f)) for f in files}
     model_hash = hashlib.sha256("".join(hashes[f] for f in sorted(hashes)).encode()).hexdigest()[:32]
     manifest = dict(
@@ -121,8 +138,10 @@ def export_model(config_path: str, checkpoint_path: str, out_dir: str, model_id:
                        dim=conf.dimension, file=codebooks, dtype="f32le",
                        bitrate_sample_rate=conf.quant_sample_rate, bitrate_hop=conf.quant_hop,
                        bits_per_quantizer=conf.bits_per_quantizer),
-        encoder=dict(segments=enc_entries),
-        decoder=dict(file="decoder.onnx", in_channels=conf.dimension, pad=dspec, out_samples_per_frame=conf.hop),
+        encoder=dict(segments=enc_entries) if offline_graphs else None,
+        decoder=dict(file="decoder.onnx", in_channels=conf.dimension, pad=dspec, out_samples_per_frame=conf.hop)
+        if offline_graphs else None,
+        streaming=streaming,
         files={f: dict(sha256=hashes[f], bytes=os.path.getsize(os.path.join(out_dir, f))) for f in files},
         source=dict(config_sha256=sha256_file(config_path), checkpoint_sha256=sha256_file(checkpoint_path),
                     config_file=os.path.basename(config_path), checkpoint_file=os.path.basename(checkpoint_path)),
@@ -131,3 +150,37 @@ def export_model(config_path: str, checkpoint_path: str, out_dir: str, model_id:
         json.dump(manifest, f, indent=2)
         f.write("\n")
     return manifest
+
+
+def _offline(segments_or_decoder, x: torch.Tensor, specs: list[dict]) -> torch.Tensor:
+    """The offline graphs with the runtime's causal zero padding (frame-aligned input: no extra pad)."""
+    mods = segments_or_decoder if isinstance(segments_or_decoder, list) else [segments_or_decoder]
+    with torch.no_grad():
+        for m, spec in zip(mods, specs):
+            x = m(torch.nn.functional.pad(x, (spec["left"], spec["right"])))
+    return x
+
+
+def export_streaming(conf: CodecConf, segments, decoder, enc_entries, dspec, out_dir: str) -> dict:
+    """Step graphs (one frame per call, explicit state) and a check that they reproduce the offline graphs."""
+    estep, dstep = encoder_step(segments), decoder_step(decoder)
+    e_states = export_step(estep, torch.zeros(1, 1, conf.hop), os.path.join(out_dir, "encoder_step.onnx"), OPSET)
+    d_states = export_step(dstep, torch.zeros(1, conf.dimension, 1), os.path.join(out_dir, "decoder_step.onnx"),
+                           OPSET)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 1, conf.hop * 7, generator=g) * 0.1
+    z_off = _offline(segments, x, [e["pad"] for e in enc_entries])
+    z_str = run_steps(estep, x, conf.hop)
+    y_off = _offline(decoder, z_off, [dspec])
+    y_str = run_steps(dstep, z_off, 1)
+    e_diff, d_diff = float((z_off - z_str).abs().max()), float((y_off - y_str).abs().max())
+    if e_diff > 1e-4 or d_diff > 1e-4:
+        raise ValueError(f"step graphs disagree with the offline graphs: encoder {e_diff:.2e}, decoder {d_diff:.2e}")
+    return dict(
+        frames_per_step=1, lookahead_samples=0,
+        encoder=dict(file="encoder_step.onnx", input="x", output="y", in_shape=[1, 1, conf.hop],
+                     out_shape=[1, conf.dimension, 1], states=e_states),
+        decoder=dict(file="decoder_step.onnx", input="x", output="y", in_shape=[1, conf.dimension, 1],
+                     out_shape=[1, 1, conf.hop], states=d_states),
+        check=dict(encoder_max_abs_diff=e_diff, decoder_max_abs_diff=d_diff),
+    )

@@ -9,7 +9,7 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
 }
 
-pub const VARIANTS: [&str; 2] = ["tiny_gn_ds640", "tiny_wn_ds320"];
+pub const VARIANTS: [&str; 3] = ["tiny_gn_ds640", "tiny_wn_ds320", "tiny_causal_ds640"];
 
 #[derive(Deserialize)]
 pub struct Golden {
@@ -105,4 +105,22 @@ pub fn assert_codes_match(ours: &[Vec<u16>], run: &Run, what: &str) -> usize {
         }
     }
     ties
+}
+
+/// Small deterministic generator for the property tests (no extra dependency).
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    /// Uniform in lo..=hi.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
 }

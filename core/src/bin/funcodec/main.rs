@@ -611,7 +611,23 @@ fn info(path: &Path) -> Result<()> {
             "network     norm {}, causal {}, input normalisation {}",
             man.norm, man.causal, man.input_normalization.kind
         );
-        println!("encoder     {} graph segments", man.encoder.segments.len());
+        match &man.encoder {
+            Some(e) => println!(
+                "offline     {} encoder graph segments + decoder",
+                e.segments.len()
+            ),
+            None => println!("offline     frame by frame (step graphs only)"),
+        }
+        match &man.streaming {
+            Some(s) => println!(
+                "streaming   exact, latency {} samples ({:.1} ms), {} + {} state tensors",
+                man.hop + s.lookahead_samples,
+                (man.hop + s.lookahead_samples) as f64 * 1000.0 / man.sample_rate as f64,
+                s.encoder.states.len(),
+                s.decoder.states.len()
+            ),
+            None => println!("streaming   approximate (not causal)"),
+        }
         println!("exporter    {}", man.exporter_version);
         return Ok(());
     }

@@ -1,0 +1,101 @@
+//! Frames of codes in, PCM out, with packet-loss concealment.
+
+use std::sync::Arc;
+
+use super::LatentDecoder;
+use super::causal::CausalDecoder;
+use crate::error::Result;
+use crate::model::CodecModel;
+
+/// Each consecutive lost frame repeats the last latent at this fraction of the previous level, so a
+/// burst fades out instead of buzzing, and the decoder state stays continuous (no click on resume).
+const PLC_DECAY: f32 = 0.6;
+
+pub struct StreamDecoder {
+    model: Arc<CodecModel>,
+    inner: Box<dyn LatentDecoder>,
+    latent: Vec<f32>,
+    last: Vec<f32>,
+    lost_run: u32,
+    frames_in: u64,
+}
+
+impl StreamDecoder {
+    pub fn new(model: Arc<CodecModel>) -> Result<Self> {
+        let inner = Box::new(CausalDecoder::new(model.clone())?);
+        Ok(Self::with_backend(model, inner))
+    }
+
+    pub fn with_backend(model: Arc<CodecModel>, inner: Box<dyn LatentDecoder>) -> Self {
+        let dim = model.latent_dim();
+        StreamDecoder {
+            model,
+            inner,
+            latent: vec![0.0; dim],
+            last: vec![0.0; dim],
+            lost_run: 0,
+            frames_in: 0,
+        }
+    }
+
+    pub fn model(&self) -> &Arc<CodecModel> {
+        &self.model
+    }
+    /// Samples of audio that come out per frame pushed (once the look-ahead is primed).
+    pub fn frame_samples(&self) -> usize {
+        self.model.hop()
+    }
+    pub fn latency_samples(&self) -> usize {
+        self.inner.lookahead_samples()
+    }
+    pub fn frames_in(&self) -> u64 {
+        self.frames_in
+    }
+    pub fn state_bytes(&self) -> usize {
+        self.inner.state_bytes() + (self.latent.len() + self.last.len()) * 4
+    }
+
+    /// Decodes one frame carrying 1..=N codes (the quantizer count may change from frame to frame);
+    /// `sink` receives the PCM that is now final.
+    pub fn push_frame(
+        &mut self,
+        codes: &[u16],
+        mut sink: impl FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()> {
+        self.model.check_n_q(codes.len())?;
+        self.model.codebooks.decode_frame(codes, &mut self.latent)?;
+        self.last.copy_from_slice(&self.latent);
+        self.lost_run = 0;
+        self.frames_in += 1;
+        self.inner.push_latent(&self.latent, &mut |pcm| sink(pcm))
+    }
+
+    /// Conceals one lost frame: the last good latent again, fading by `PLC_DECAY` per lost frame.
+    pub fn conceal(&mut self, mut sink: impl FnMut(&[f32]) -> Result<()>) -> Result<()> {
+        self.lost_run += 1;
+        let g = PLC_DECAY.powi(self.lost_run as i32);
+        for (z, l) in self.latent.iter_mut().zip(&self.last) {
+            *z = l * g;
+        }
+        self.frames_in += 1;
+        self.inner.push_latent(&self.latent, &mut |pcm| sink(pcm))
+    }
+
+    /// End of stream: emits what the look-ahead holds, then resets.
+    pub fn flush(&mut self, mut sink: impl FnMut(&[f32]) -> Result<()>) -> Result<()> {
+        self.inner.drain(&mut |pcm| sink(pcm))?;
+        self.reset_counters();
+        Ok(())
+    }
+
+    pub fn reset(&mut self) -> Result<()> {
+        self.reset_counters();
+        self.inner.reset()
+    }
+
+    fn reset_counters(&mut self) {
+        self.last.fill(0.0);
+        self.lost_run = 0;
+        self.frames_in = 0;
+    }
+}

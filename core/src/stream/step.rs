@@ -1,0 +1,140 @@
+//! Step graphs: one frame in, one frame out, with every piece of history passed as explicit state.
+//!
+//! The graph (shared, immutable, one per model) is separate from the per-stream [`StepRunner`], which
+//! owns the state tensors and tract's execution state, so one loaded model serves any number of streams.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, StepGraphInfo};
+use crate::model::load_plan;
+
+pub struct StepGraph {
+    plan: Arc<TypedRunnableModel>,
+    states: Vec<Vec<usize>>,
+    in_shape: Vec<usize>,
+    in_len: usize,
+    out_len: usize,
+    stage: &'static str,
+    /// Bytes of state one stream carries through this graph.
+    pub state_bytes: usize,
+}
+
+impl StepGraph {
+    pub(crate) fn load(
+        manifest: &Manifest,
+        dir: &Path,
+        info: &StepGraphInfo,
+        stage: &'static str,
+    ) -> Result<StepGraph> {
+        let plan = load_plan(manifest, dir, &info.file)?;
+        let model = plan.model();
+        let (n_in, n_out) = (model.inputs.len(), model.outputs.len());
+        if n_in != 1 + info.states.len() || n_out != 1 + info.states.len() {
+            return Err(Error::ModelFile {
+                path: dir.to_path_buf(),
+                file: info.file.clone(),
+                msg: format!(
+                    "graph has {n_in} inputs and {n_out} outputs, manifest lists {} states",
+                    info.states.len()
+                ),
+            });
+        }
+        let states: Vec<Vec<usize>> = info.states.iter().map(|s| s.shape.clone()).collect();
+        let state_bytes = states.iter().map(|s| s.iter().product::<usize>() * 4).sum();
+        Ok(StepGraph {
+            plan,
+            in_len: info.in_shape.iter().product(),
+            out_len: info.out_shape.iter().product(),
+            in_shape: info.in_shape.clone(),
+            states,
+            stage,
+            state_bytes,
+        })
+    }
+
+    pub fn in_len(&self) -> usize {
+        self.in_len
+    }
+    pub fn out_len(&self) -> usize {
+        self.out_len
+    }
+
+    /// A fresh stream through this graph, starting from zero state (the stream start).
+    pub fn start(&self) -> Result<StepRunner> {
+        let exec = self.plan.spawn().map_err(|e| self.err(e))?;
+        let mut r = StepRunner {
+            exec,
+            states: Vec::with_capacity(self.states.len()),
+        };
+        self.zero(&mut r)?;
+        Ok(r)
+    }
+
+    fn zero(&self, r: &mut StepRunner) -> Result<()> {
+        r.states.clear();
+        for shape in &self.states {
+            r.states
+                .push(Tensor::zero::<f32>(shape).map_err(|e| self.err(e))?);
+        }
+        Ok(())
+    }
+
+    fn err(&self, e: TractError) -> Error {
+        self.msg(format!("{e:#}"))
+    }
+
+    fn msg(&self, msg: String) -> Error {
+        Error::Inference {
+            stage: self.stage.into(),
+            msg,
+        }
+    }
+
+    /// Runs one step: `x` (in_len values) in, `out` (out_len values) out, state advanced.
+    /// On failure the stream is reset to zero state so that it stays usable.
+    pub fn step(&self, r: &mut StepRunner, x: &[f32], out: &mut [f32]) -> Result<()> {
+        debug_assert_eq!(x.len(), self.in_len);
+        debug_assert_eq!(out.len(), self.out_len);
+        let result = self.try_step(r, x, out);
+        if result.is_err() || r.states.len() != self.states.len() {
+            self.zero(r)?;
+        }
+        result
+    }
+
+    fn try_step(&self, r: &mut StepRunner, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let input = Tensor::from_shape(&self.in_shape, x).map_err(|e| self.err(e))?;
+        let mut inputs: TVec<TValue> = TVec::with_capacity(1 + self.states.len());
+        inputs.push(input.into());
+        inputs.extend(r.states.drain(..).map(TValue::from));
+        let outputs = r.exec.run(inputs).map_err(|e| self.err(e))?;
+        let mut outputs = outputs.into_iter();
+        let y = outputs.next().ok_or_else(|| self.msg("no output".into()))?;
+        let view = y.try_as_plain_ram().map_err(|e| self.err(e))?;
+        let y = view.as_slice::<f32>().map_err(|e| self.err(e))?;
+        if y.len() != out.len() {
+            return Err(self.msg(format!(
+                "output has {} values, expected {}",
+                y.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(y);
+        r.states.extend(outputs.map(|t| t.into_tensor()));
+        Ok(())
+    }
+
+    pub fn reset(&self, r: &mut StepRunner) -> Result<()> {
+        self.zero(r)
+    }
+}
+
+/// Per-stream execution state of one step graph.
+pub struct StepRunner {
+    exec: TypedSimpleState,
+    states: Vec<Tensor>,
+}
