@@ -246,3 +246,64 @@ fn lost_frames_are_concealed_smoothly() {
         max_step(&clean)
     );
 }
+
+// ---- Windowed (approximate) streaming of FunCodec's non-causal models ----
+
+use funcodec_core::stream::{decode_all, encode_all};
+use funcodec_core::{StreamMode, WindowConfig};
+
+#[test]
+fn windowed_stream_with_one_window_equals_offline() {
+    // A block that spans the whole (frame-aligned) input makes the single window the utterance.
+    let m = CodecModel::load(model_dir("tiny_gn_ds640")).unwrap();
+    let hop = m.hop();
+    let pcm = read_clip("tiny_gn_ds640", "clip6_16123");
+    let pcm = &pcm[..hop * 20];
+    let whole = StreamMode::Windowed(WindowConfig {
+        context: 0,
+        block: 64,
+        lookahead: 0,
+    });
+    let codes = encode_all(&m, pcm, 8, whole).unwrap();
+    assert_eq!(codes, m.encode(pcm, 8).unwrap().codes);
+    let a = decode_all(&m, &codes, whole).unwrap();
+    let d = max_abs_diff(&a, &m.decode(&codes).unwrap());
+    assert!(d < 1e-5, "{d}");
+}
+
+#[test]
+fn windowed_stream_is_split_invariant_and_reports_its_latency() {
+    let m = CodecModel::load(model_dir("tiny_gn_ds640"))
+        .unwrap()
+        .shared();
+    let hop = m.hop();
+    let cfg = WindowConfig {
+        context: 8,
+        block: 2,
+        lookahead: 3,
+    };
+    let pcm = read_clip("tiny_gn_ds640", "clip6_16123");
+    let enc = StreamEncoder::with_mode(m.clone(), 4, StreamMode::Windowed(cfg)).unwrap();
+    assert_eq!(enc.latency_samples(), hop * (1 + 1 + 3));
+    // Default mode of a non-causal model is windowed.
+    assert!(StreamEncoder::new(m.clone(), 4).unwrap().latency_samples() > hop);
+    let whole = encode_all(&m, &pcm, 4, StreamMode::Windowed(cfg)).unwrap();
+    assert_eq!(whole.frames, pcm.len().div_ceil(hop));
+    let mut rng = XorShift(77);
+    let mut enc = StreamEncoder::with_mode(m.clone(), 4, StreamMode::Windowed(cfg)).unwrap();
+    let mut codes = Codes::new(4);
+    let mut i = 0;
+    while i < pcm.len() {
+        let n = rng.range(1, 1500).min(pcm.len() - i);
+        enc.push(&pcm[i..i + n], |f| codes.push_frame(f)).unwrap();
+        i += n;
+    }
+    enc.flush(|f| codes.push_frame(f)).unwrap();
+    assert_eq!(codes, whole);
+    // Exact mode is refused for a model without step graphs.
+    assert!(StreamEncoder::with_mode(m.clone(), 4, StreamMode::Exact).is_err());
+    // The windowed decoder emits one frame of PCM per frame in, after draining.
+    let y = decode_all(&m, &whole, StreamMode::Windowed(cfg)).unwrap();
+    assert_eq!(y.len(), whole.frames * hop);
+    assert!(y.iter().all(|v| v.is_finite()));
+}

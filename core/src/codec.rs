@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Activation, CodecModel};
-use crate::stream::{CausalDecoder, CausalEncoder, StreamDecoder, StreamEncoder};
+use crate::stream::{self, StreamMode};
 
 /// Codes of a whole stream: `frames` frames of `n_q` codes each, stored frame-major so a frame is a
 /// contiguous slice (what the bitstream and the streaming API move around).
@@ -189,39 +189,15 @@ impl CodecModel {
 
 impl CodecModel {
     fn encode_by_steps(&self, pcm: &[f32], n_q: usize) -> Result<Encoded> {
-        let mut enc = StreamEncoder::with_backend(
-            self.shared(),
-            Box::new(CausalEncoder::new(self.shared())?),
-            n_q,
-        )?;
-        let mut codes = Codes::new(n_q);
-        codes.data.reserve(pcm.len().div_ceil(self.hop()) * n_q);
-        enc.push(pcm, |f| codes.push_frame(f))?;
-        enc.flush(|f| codes.push_frame(f))?;
         Ok(Encoded {
-            codes,
+            codes: stream::encode_all(self, pcm, n_q, StreamMode::Exact)?,
             samples: pcm.len(),
             scale: 1.0,
         })
     }
 
     fn decode_by_steps(&self, codes: &Codes) -> Result<Vec<f32>> {
-        let mut dec = StreamDecoder::with_backend(
-            self.shared(),
-            Box::new(CausalDecoder::new(self.shared())?),
-        );
-        let mut out = Vec::with_capacity(codes.frames * self.hop());
-        for t in 0..codes.frames {
-            dec.push_frame(codes.frame(t), |pcm| {
-                out.extend_from_slice(pcm);
-                Ok(())
-            })?;
-        }
-        dec.flush(|pcm| {
-            out.extend_from_slice(pcm);
-            Ok(())
-        })?;
-        Ok(out)
+        stream::decode_all(self, codes, StreamMode::Exact)
     }
 }
 

@@ -18,4 +18,4 @@ pub mod stream;
 pub use codec::{Codes, Encoded, check_audio, peak_limit};
 pub use error::{Error, Result};
 pub use model::CodecModel;
-pub use stream::{Flushed, StreamDecoder, StreamEncoder};
+pub use stream::{Flushed, StreamDecoder, StreamEncoder, StreamMode, WindowConfig};

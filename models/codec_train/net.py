@@ -165,14 +165,16 @@ class RVQ(nn.Module):
     Buffers use FunCodec's names and shapes (`embed` [Q, K, D], `embed_avg`, `cluster_size`, `inited`).
     """
 
-    def __init__(self, c: NetConf, decay: float = 0.99, eps: float = 1e-5, dead_threshold: float = 2.0):
+    def __init__(self, c: NetConf, decay: float = 0.99, eps: float = 1e-5, dead_ratio: float = 0.1):
         super().__init__()
         q, k, d = c.num_quantizers, c.codebook_size, c.dimension
         self.register_buffer("embed", torch.randn(q, k, d) * 0.1)
         self.register_buffer("embed_avg", self.embed.clone())
         self.register_buffer("cluster_size", torch.zeros(q, k))
         self.register_buffer("inited", torch.zeros(q, 1))
-        self.decay, self.eps, self.dead_threshold = decay, eps, dead_threshold
+        # A codeword is dead when its EMA count falls below `dead_ratio` of the uniform share of a
+        # batch (a fixed threshold of 2, EnCodec's, would mark every code dead at our small batches).
+        self.decay, self.eps, self.dead_ratio = decay, eps, dead_ratio
         self.usage: list[torch.Tensor] = []  # per layer: codes seen since the last `take_usage`
 
     @staticmethod
@@ -198,7 +200,7 @@ class RVQ(nn.Module):
         if self.inited[q, 0] == 0:
             means, counts = self._kmeans(x, k)
             self.embed[q].copy_(means)
-            self.embed_avg[q].copy_(means)
+            self.embed_avg[q].copy_(means * counts[:, None])  # EMA of sums, so embed = avg / count
             self.cluster_size[q].copy_(counts)
             self.inited[q, 0] = 1
             return
@@ -209,13 +211,14 @@ class RVQ(nn.Module):
         n = self.cluster_size[q].sum()
         smoothed = (self.cluster_size[q] + self.eps) / (n + k * self.eps) * n
         self.embed[q].copy_(self.embed_avg[q] / smoothed[:, None])
-        dead = self.cluster_size[q] < self.dead_threshold
+        threshold = self.dead_ratio * x.shape[0] / k
+        dead = self.cluster_size[q] < threshold
         n_dead = int(dead.sum())
         if n_dead:
             pick = x[torch.randint(0, x.shape[0], (n_dead,), device=x.device)]
             self.embed[q][dead] = pick
-            self.embed_avg[q][dead] = pick * self.dead_threshold
-            self.cluster_size[q][dead] = self.dead_threshold
+            self.embed_avg[q][dead] = pick * threshold
+            self.cluster_size[q][dead] = threshold
 
     def forward(self, z: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z (B, D, T) -> (quantized with straight-through gradient, codes (n_q, B, T), commitment loss)."""

@@ -32,7 +32,12 @@ NQ_CHOICES = [1, 2, 4, 8, 16, 32]  # structured quantizer dropout: the bit rates
 
 
 def read_manifest(root: str, split: str) -> list[tuple[str, str]]:
+    """(id, path) of a split; a corpus still being generated has no manifest yet: take its FLACs."""
     rows = []
+    if not os.path.exists(os.path.join(root, "manifest.tsv")):
+        folder = os.path.join(root, split)
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".flac")) if os.path.isdir(folder) else []
+        return [(n[:-5], os.path.join(folder, n)) for n in names]
     with open(os.path.join(root, "manifest.tsv"), encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
         for line in f:
@@ -100,6 +105,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True)
     ap.add_argument("--data", required=True, help="comma-separated corpus folders (make_corpus.py output)")
+    ap.add_argument("--valid", help="corpus folder(s) whose valid split is scored during training "
+                    "(default: --data); keep it fixed across resumes so the curves compare")
     ap.add_argument("--work", default="models/work/train")
     ap.add_argument("--steps", type=int, default=100000)
     ap.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long")
@@ -147,7 +154,7 @@ def main() -> None:
 
     roots = args.data.split(",")
     train = Corpus(roots, "train", conf.sample_rate)
-    valid = Corpus(roots, "valid", conf.sample_rate)
+    valid = Corpus((args.valid or args.data).split(","), "valid", conf.sample_rate)
     print(f"train {train.seconds / 3600:.2f} h ({len(train.ids)} clips), valid {valid.seconds / 60:.1f} min",
           flush=True)
     vrng = np.random.default_rng(1234)  # the same validation crops every time

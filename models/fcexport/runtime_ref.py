@@ -67,3 +67,54 @@ class OrtCodec:
     def decode(self, codes: np.ndarray) -> np.ndarray:
         z = sum(self.codebooks[q][codes[q]] for q in range(codes.shape[0])).T[None].astype(np.float32)
         return self.dec.run(None, {"x": conv_pad(z, self.m["decoder"]["pad"])})[0][0, 0]
+
+
+class OrtStepCodec:
+    """The step graphs of a causal model on onnxruntime, one frame per call, state carried: the loop
+    core/src/stream runs in Rust."""
+
+    def __init__(self, folder: str, threads: int = 1):
+        import onnxruntime as ort
+
+        self.m = json.load(open(os.path.join(folder, "manifest.json")))
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        st = self.m["streaming"]
+        mk = lambda f: ort.InferenceSession(os.path.join(folder, f), so, providers=["CPUExecutionProvider"])
+        self.enc, self.dec = mk(st["encoder"]["file"]), mk(st["decoder"]["file"])
+        self.enc_states, self.dec_states = st["encoder"]["states"], st["decoder"]["states"]
+        q = self.m["quantizer"]
+        self.codebooks = np.fromfile(os.path.join(folder, q["file"]), "<f4").reshape(
+            q["num_quantizers"], q["codebook_size"], q["dim"])
+        self.hop = self.m["hop"]
+
+    @staticmethod
+    def _run(sess, specs, x, states):
+        feed = {"x": x, **{s["input"]: v for s, v in zip(specs, states)}}
+        out = sess.run(None, feed)
+        return out[0], out[1:]
+
+    def encode(self, wav: np.ndarray, n_q: int) -> tuple[np.ndarray, float]:
+        n = -(-len(wav) // self.hop)
+        x = np.zeros(n * self.hop, np.float32)
+        x[: len(wav)] = wav
+        states = [np.zeros(s["shape"], np.float32) for s in self.enc_states]
+        codes = np.zeros((n_q, n), np.int64)
+        for t in range(n):
+            z, states = self._run(self.enc, self.enc_states, x[None, None, t * self.hop:(t + 1) * self.hop], states)
+            r = z[0, :, 0].copy()
+            for q in range(n_q):
+                e = self.codebooks[q]
+                codes[q, t] = int(((r[None] - e) ** 2).sum(1).argmin())
+                r -= e[codes[q, t]]
+        return codes, 1.0
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        states = [np.zeros(s["shape"], np.float32) for s in self.dec_states]
+        out = []
+        for t in range(codes.shape[1]):
+            z = sum(self.codebooks[q][codes[q, t]] for q in range(codes.shape[0])).astype(np.float32)
+            y, states = self._run(self.dec, self.dec_states, z[None, :, None], states)
+            out.append(y[0, 0])
+        return np.concatenate(out)

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::LatentDecoder;
-use super::causal::CausalDecoder;
+use super::StreamMode;
 use crate::error::Result;
 use crate::model::CodecModel;
 
@@ -21,8 +21,13 @@ pub struct StreamDecoder {
 }
 
 impl StreamDecoder {
+    /// Exact for causal models, windowed for the others ([`StreamMode::Auto`]).
     pub fn new(model: Arc<CodecModel>) -> Result<Self> {
-        let inner = Box::new(CausalDecoder::new(model.clone())?);
+        Self::with_mode(model, StreamMode::Auto)
+    }
+
+    pub fn with_mode(model: Arc<CodecModel>, mode: StreamMode) -> Result<Self> {
+        let inner = mode.decoder(&model)?;
         Ok(Self::with_backend(model, inner))
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::LatentEncoder;
-use super::causal::CausalEncoder;
+use super::StreamMode;
 use crate::error::{Error, Result};
 use crate::model::CodecModel;
 use crate::rvq::Codebooks;
@@ -49,15 +49,14 @@ impl RvqScratch {
 }
 
 impl StreamEncoder {
-    /// A stream on `model` with `n_q` quantizers per frame (changeable with [`Self::set_n_q`]).
+    /// A stream on `model` with `n_q` quantizers per frame (changeable with [`Self::set_n_q`]):
+    /// exact for causal models, windowed for the others ([`StreamMode::Auto`]).
     pub fn new(model: Arc<CodecModel>, n_q: usize) -> Result<Self> {
-        if model.manifest.input_normalization.kind != "none" {
-            return Err(Error::Argument(format!(
-                "model {} normalises by the whole-utterance RMS, which no stream can know",
-                model.manifest.model_id
-            )));
-        }
-        let inner = Box::new(CausalEncoder::new(model.clone())?);
+        Self::with_mode(model, n_q, StreamMode::Auto)
+    }
+
+    pub fn with_mode(model: Arc<CodecModel>, n_q: usize, mode: StreamMode) -> Result<Self> {
+        let inner = mode.encoder(&model)?;
         Self::with_backend(model, inner, n_q)
     }
 

@@ -1,6 +1,7 @@
 //! `funcodec`: encode, decode, round-trip and inspect with FunCodec models.
 
 mod audio;
+mod bench;
 mod progress;
 mod scp;
 
@@ -11,7 +12,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use funcodec_core::bitstream::{self, StreamHeader};
 use funcodec_core::codecs_txt::{self, CodecsEntry};
-use funcodec_core::{CodecModel, Codes, peak_limit};
+use funcodec_core::stream::{decode_all, encode_all};
+use funcodec_core::{CodecModel, Codes, Encoded, StreamMode, WindowConfig, peak_limit};
 
 use audio::Audio;
 use progress::Progress;
@@ -46,6 +48,39 @@ struct RateArg {
     /// Number of quantizers (1..=N) instead of --bitrate
     #[arg(long)]
     n_q: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+struct StreamArg {
+    /// Code through the streaming core, as a live stream (GStreamer, plugin) would: exact for
+    /// causal models, a windowed approximation for FunCodec's non-causal ones
+    #[arg(long)]
+    stream: bool,
+    /// Window for non-causal models, in frames: CONTEXT:BLOCK:LOOKAHEAD (default 24:4:4)
+    #[arg(long, requires = "stream", value_parser = parse_window)]
+    window: Option<WindowConfig>,
+}
+
+impl StreamArg {
+    fn mode(&self) -> Option<StreamMode> {
+        self.stream
+            .then(|| self.window.map_or(StreamMode::Auto, StreamMode::Windowed))
+    }
+}
+
+fn parse_window(s: &str) -> std::result::Result<WindowConfig, String> {
+    let v: Vec<usize> = s
+        .split(':')
+        .map(|p| p.parse::<usize>().map_err(|e| format!("{p:?}: {e}")))
+        .collect::<std::result::Result<_, _>>()?;
+    match v[..] {
+        [context, block, lookahead] if block > 0 => Ok(WindowConfig {
+            context,
+            block,
+            lookahead,
+        }),
+        _ => Err("expected CONTEXT:BLOCK:LOOKAHEAD frames, BLOCK >= 1".into()),
+    }
 }
 
 /// How to turn a multi-channel file into the model's mono input.
@@ -84,6 +119,8 @@ enum Cmd {
         #[arg(long, value_enum)]
         channels: Option<Channels>,
         #[command(flatten)]
+        stream: StreamArg,
+        #[command(flatten)]
         model: ModelArg,
         #[command(flatten)]
         rate: RateArg,
@@ -117,17 +154,23 @@ enum Cmd {
         #[arg(long)]
         restore_level: bool,
         #[command(flatten)]
+        stream: StreamArg,
+        #[command(flatten)]
         model: ModelArg,
         #[command(flatten)]
         rate: RateArg,
     },
     /// Describe a model folder or a .fcdc bitstream
     Info { path: PathBuf },
-    /// Time offline encode and decode of one file (median wall time, this thread only); prints JSON
+    /// Time one file on this thread: model load, offline encode/decode, streaming per-frame times
+    /// (p50/p99), state and memory per stream, many streams on one model; prints JSON
     Bench {
         input: PathBuf,
         #[arg(long, default_value_t = 5)]
         repeat: usize,
+        /// Independent streams to run side by side on one model (streaming models only)
+        #[arg(long, default_value_t = 16)]
+        streams: usize,
         #[command(flatten)]
         model: ModelArg,
         #[command(flatten)]
@@ -160,11 +203,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_model(arg: &ModelArg) -> Result<CodecModel> {
-    let dir = arg
-        .model
+fn model_dir(arg: &ModelArg) -> PathBuf {
+    arg.model
         .clone()
-        .unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+        .unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL))
+}
+
+fn load_model(arg: &ModelArg) -> Result<CodecModel> {
+    let dir = model_dir(arg);
     CodecModel::load(&dir).with_context(|| format!("cannot load model {}", dir.display()))
 }
 
@@ -188,11 +234,15 @@ fn run(cli: Cli) -> Result<()> {
             jobs,
             shard,
             channels,
+            stream,
             model,
             rate,
         } => {
             let model = load_model(&model)?;
             let n_q = pick_n_q(&model, &rate)?;
+            if stream.stream && scp.is_some() {
+                bail!("--stream codes single files; --scp uses the offline path");
+            }
             match (scp, codecs_out) {
                 (Some(scp), Some(out)) => encode_scp(
                     &model,
@@ -209,6 +259,7 @@ fn run(cli: Cli) -> Result<()> {
                     &output.unwrap(),
                     n_q,
                     channels.unwrap_or(Channels::Mix),
+                    stream.mode(),
                 ),
             }
         }
@@ -231,35 +282,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench {
             input,
             repeat,
+            streams,
             model,
             rate,
         } => {
-            let model = load_model(&model)?;
-            let n_q = pick_n_q(&model, &rate)?;
-            let src = to_model_input(&model, audio::read(&input)?, Channels::First)?;
-            let pcm = &src.channels[0];
-            let median = |mut v: Vec<f64>| {
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
-            let mut enc_t = Vec::new();
-            let mut dec_t = Vec::new();
-            let mut codes = Codes::default();
-            for _ in 0..repeat.max(1) {
-                let t = std::time::Instant::now();
-                codes = model.encode(pcm, n_q)?.codes;
-                enc_t.push(t.elapsed().as_secs_f64());
-                let t = std::time::Instant::now();
-                model.decode(&codes)?;
-                dec_t.push(t.elapsed().as_secs_f64());
-            }
-            println!(
-                "{{\"audio_s\": {}, \"n_q\": {n_q}, \"frames\": {}, \"encode_s\": {}, \"decode_s\": {}}}",
-                pcm.len() as f64 / model.sample_rate() as f64,
-                codes.frames,
-                median(enc_t),
-                median(dec_t)
-            );
+            let dir = model_dir(&model);
+            let probe = load_model(&model)?;
+            let n_q = pick_n_q(&probe, &rate)?;
+            let src = to_model_input(&probe, audio::read(&input)?, Channels::First)?;
+            drop(probe);
+            let report = bench::run(&dir, &src.channels[0], n_q, repeat, streams)?;
+            println!("{report}");
             Ok(())
         }
         Cmd::Roundtrip {
@@ -267,6 +300,7 @@ fn run(cli: Cli) -> Result<()> {
             output,
             channels,
             restore_level,
+            stream,
             model,
             rate,
         } => {
@@ -277,8 +311,8 @@ fn run(cli: Cli) -> Result<()> {
             let mono = to_model_input(&model, src, channels)?;
             let mut out = Vec::new();
             for ch in &mono.channels {
-                let enc = model.encode(ch, n_q)?;
-                let mut y = model.decode(&enc.codes)?;
+                let enc = encode_with(&model, ch, n_q, stream.mode())?;
+                let mut y = decode_with(&model, &enc.codes, stream.mode())?;
                 y.truncate(enc.samples);
                 if restore_level {
                     y.iter_mut().for_each(|v| *v *= enc.scale);
@@ -431,14 +465,14 @@ fn encode_file(
     output: &Path,
     n_q: usize,
     channels: Channels,
+    stream: Option<StreamMode>,
 ) -> Result<()> {
     let src = audio::read(input)?;
     let mono = to_model_input(model, src, channels)?;
     let n_ch = mono.channels.len();
     for (c, ch) in mono.channels.iter().enumerate() {
-        let enc = model
-            .encode(ch, n_q)
-            .with_context(|| input.display().to_string())?;
+        let enc =
+            encode_with(model, ch, n_q, stream).with_context(|| input.display().to_string())?;
         let path = if n_ch > 1 {
             output.with_extension(format!("ch{c}.fcdc"))
         } else {
@@ -459,6 +493,33 @@ fn encode_file(
         );
     }
     Ok(())
+}
+
+/// Offline (FunCodec's path), or through the streaming core.
+fn encode_with(
+    model: &CodecModel,
+    pcm: &[f32],
+    n_q: usize,
+    stream: Option<StreamMode>,
+) -> Result<Encoded> {
+    Ok(match stream {
+        None => model.encode(pcm, n_q)?,
+        Some(mode) => {
+            funcodec_core::check_audio(pcm)?;
+            Encoded {
+                codes: encode_all(model, pcm, n_q, mode)?,
+                samples: pcm.len(),
+                scale: 1.0,
+            }
+        }
+    })
+}
+
+fn decode_with(model: &CodecModel, codes: &Codes, stream: Option<StreamMode>) -> Result<Vec<f32>> {
+    Ok(match stream {
+        None => model.decode(codes)?,
+        Some(mode) => decode_all(model, codes, mode)?,
+    })
 }
 
 /// How decoded audio is written: FunCodec's 16-bit peak-limited WAV, or raw float.

@@ -1,0 +1,155 @@
+//! `funcodec bench`: one run that times everything a deployment cares about, printed as JSON so that
+//! `models/bench.py` can put it beside onnxruntime, PyTorch and the FLOP bound from the same run.
+//! Single thread throughout (tract runs on the calling thread).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use funcodec_core::{CodecModel, Codes, StreamDecoder, StreamEncoder};
+use serde_json::json;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Resident set size of this process in bytes (Linux), 0 elsewhere.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+pub fn run(
+    dir: &Path,
+    pcm: &[f32],
+    n_q: usize,
+    repeat: usize,
+    streams: usize,
+) -> Result<serde_json::Value> {
+    let repeat = repeat.max(1);
+    let rss0 = rss_bytes();
+    let mut load_t = Vec::new();
+    let mut model = None;
+    for _ in 0..repeat.min(3) {
+        let t = Instant::now();
+        model = Some(CodecModel::load(dir)?);
+        load_t.push(t.elapsed().as_secs_f64());
+    }
+    let model = model.expect("loaded at least once");
+    let rss_model = rss_bytes().saturating_sub(rss0);
+    let sr = model.sample_rate() as f64;
+    let audio_s = pcm.len() as f64 / sr;
+
+    // Offline: one call per utterance (frame by frame for step-graph-only models).
+    let (mut enc_t, mut dec_t) = (Vec::new(), Vec::new());
+    let mut codes = Codes::default();
+    for _ in 0..repeat {
+        let t = Instant::now();
+        codes = model.encode(pcm, n_q)?.codes;
+        enc_t.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        model.decode(&codes)?;
+        dec_t.push(t.elapsed().as_secs_f64());
+    }
+    let mut out = json!({
+        "model_id": model.manifest.model_id,
+        "audio_s": audio_s, "n_q": n_q, "frames": codes.frames,
+        "load_s": median(load_t),
+        "offline": {"encode_s": median(enc_t.clone()), "decode_s": median(dec_t.clone()),
+                    "encode_rtf": median(enc_t) / audio_s, "decode_rtf": median(dec_t) / audio_s},
+        "rss_model_bytes": rss_model,
+    });
+
+    // Streaming, one 40 ms frame at a time: encode it, decode its codes; time each frame.
+    let shared = model.shared();
+    let hop = model.hop();
+    let (mut frame_enc, mut frame_dec) = (Vec::new(), Vec::new());
+    let mut enc = StreamEncoder::new(shared.clone(), n_q)?;
+    let mut dec = StreamDecoder::new(shared.clone())?;
+    let mut frame = vec![0u16; n_q];
+    let mut sink_pcm = 0usize;
+    for _ in 0..repeat {
+        enc.reset()?;
+        dec.reset()?;
+        for chunk in pcm.chunks_exact(hop) {
+            let t = Instant::now();
+            enc.push(chunk, |f| {
+                frame.copy_from_slice(f);
+                Ok(())
+            })?;
+            let t1 = Instant::now();
+            dec.push_frame(&frame, |p| {
+                sink_pcm += p.len();
+                Ok(())
+            })?;
+            let t2 = Instant::now();
+            frame_enc.push((t1 - t).as_secs_f64());
+            frame_dec.push((t2 - t1).as_secs_f64());
+        }
+    }
+    let frame_s = hop as f64 / sr;
+    let mut both: Vec<f64> = frame_enc
+        .iter()
+        .zip(&frame_dec)
+        .map(|(a, b)| a + b)
+        .collect();
+    let sum = |v: &[f64]| v.iter().sum::<f64>();
+    let streaming = json!({
+        "encode_rtf": sum(&frame_enc) / (frame_enc.len() as f64 * frame_s),
+        "decode_rtf": sum(&frame_dec) / (frame_dec.len() as f64 * frame_s),
+        "frame_ms_p50": percentile(&mut both, 0.5) * 1e3,
+        "frame_ms_p99": percentile(&mut both, 0.99) * 1e3,
+        "frame_ms_max": percentile(&mut both, 1.0) * 1e3,
+        "state_bytes_per_stream": enc.state_bytes() + dec.state_bytes(),
+        "latency_samples": enc.latency_samples() + dec.latency_samples(),
+        "mode": if model.encoder_step().is_some() { "exact" } else { "windowed" },
+    });
+    out["streaming"] = streaming;
+
+    // Many independent streams on the one model, interleaved frame by frame on this thread.
+    if streams > 1 {
+        let rss_before = rss_bytes();
+        let mut pairs = Vec::with_capacity(streams);
+        for _ in 0..streams {
+            pairs.push((
+                StreamEncoder::new(shared.clone(), n_q)?,
+                StreamDecoder::new(shared.clone())?,
+            ));
+        }
+        let frames = pcm.len() / hop;
+        let t = Instant::now();
+        for i in 0..frames {
+            let chunk = &pcm[i * hop..(i + 1) * hop];
+            for (e, d) in pairs.iter_mut() {
+                e.push(chunk, |f| {
+                    frame.copy_from_slice(f);
+                    Ok(())
+                })?;
+                d.push_frame(&frame, |_| Ok(()))?;
+            }
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let rss_streams = rss_bytes().saturating_sub(rss_before);
+        out["multi_stream"] = json!({
+            "streams": streams,
+            "wall_s": wall,
+            "audio_s_per_stream": frames as f64 * frame_s,
+            "realtime_streams_per_core": streams as f64 * frames as f64 * frame_s / wall,
+            "rss_bytes_per_stream": rss_streams / streams as u64,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Speed, side by side in one run, single thread: our Rust runtime (tract) vs onnxruntime on the very
+same graphs, vs the PyTorch network, vs the FLOP bound of this core. Prints ratios.
+
+    python models/bench.py --funcodec-bin target/release/funcodec --model models/default
+    python models/bench.py --funcodec-bin target/release/funcodec --full-size [--work /tmp/fc_full]
+
+* Rust: `funcodec bench` (offline encode/decode; for streaming models also per-frame p50/p99, state
+  per stream, streams per core, load time, RSS).
+* onnxruntime: the same ONNX files with the same padding/RVQ/stepping logic (`fcexport.runtime_ref`).
+* PyTorch: FunCodec's network on CPU: the project's training network for the default model (the
+  same layers, checked against FunCodec by `codec_train/check_layout.py`), FunCodec's own
+  model for `--full-size` (random weights; timing does not depend on them).
+* FLOP bound: multiply-adds counted from the ONNX graphs at the clip's shapes, x2, divided by this
+  core's measured single-thread SGEMM rate (numpy/OpenBLAS, 1024^3), i.e. what perfect kernels would take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+CLIP_SECONDS = 10.0
+
+
+def timed(fn, repeat: int) -> float:
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def sgemm_peak() -> float:
+    """Single-thread FLOP/s of a large SGEMM on this core (best of 5)."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    a @ a
+    best = min(timed(lambda: a @ a, 1) for _ in range(5))
+    return 2 * 1024 ** 3 / best
+
+
+def onnx_macs(path: str, inputs: dict[str, list[int]]) -> int:
+    """Multiply-adds of Conv, ConvTranspose, LSTM, Gemm and MatMul nodes at the given input shapes."""
+    import onnx
+    from onnx import shape_inference
+
+    m = onnx.load(path)
+    for i in m.graph.input:
+        if i.name in inputs:
+            dims = i.type.tensor_type.shape.dim
+            for d, v in zip(dims, inputs[i.name]):
+                d.ClearField("dim_param")
+                d.dim_value = v
+    m = shape_inference.infer_shapes(m)
+    shapes = {}
+    for vi in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    inits = {t.name: list(t.dims) for t in m.graph.initializer}
+    shape = lambda n: shapes.get(n) or inits.get(n)
+    total = 0
+    for n in m.graph.node:
+        if n.op_type == "Conv":
+            w, y = shape(n.input[1]), shape(n.output[0])
+            total += int(np.prod(y)) * int(np.prod(w[1:]))
+        elif n.op_type == "ConvTranspose":
+            w, x = shape(n.input[1]), shape(n.input[0])
+            total += int(np.prod(x)) * int(np.prod(w[1:]))
+        elif n.op_type == "LSTM":
+            x, w, r = shape(n.input[0]), shape(n.input[1]), shape(n.input[2])
+            total += x[0] * x[1] * (int(np.prod(w[1:])) + int(np.prod(r[1:])))
+        elif n.op_type in ("Gemm", "MatMul"):
+            a, b = shape(n.input[0]), shape(n.input[1])
+            if a and b:
+                total += int(np.prod(a)) * b[-1]
+    return total
+
+
+def graph_macs(folder: str, manifest: dict, samples: int) -> tuple[int, int]:
+    """(encoder, decoder) multiply-adds for one clip of `samples` samples, plus the RVQ search."""
+    hop = manifest["hop"]
+    frames = -(-samples // hop)
+    q = manifest["quantizer"]
+    if manifest.get("encoder"):
+        enc, n = 0, samples
+        for seg in manifest["encoder"]["segments"]:
+            p = seg["pad"]
+            s = p["stride"]
+            n_pad = n + p["left"] + p["right"] + ((-(-n // s) * s - n) if s > 1 else 0)
+            enc += onnx_macs(os.path.join(folder, seg["file"]), {"x": [1, seg["in_channels"], n_pad]})
+            n = (n_pad - p["kernel"]) // s + 1
+        dp = manifest["decoder"]["pad"]
+        dec = onnx_macs(os.path.join(folder, manifest["decoder"]["file"]),
+                        {"x": [1, q["dim"], frames + dp["left"] + dp["right"]]})
+    else:
+        st = manifest["streaming"]
+        enc = frames * onnx_macs(os.path.join(folder, st["encoder"]["file"]), {})
+        dec = frames * onnx_macs(os.path.join(folder, st["decoder"]["file"]), {})
+    return enc, dec
+
+
+def ort_times(folder: str, manifest: dict, wav: np.ndarray, n_q: int, repeat: int) -> tuple[float, float]:
+    from fcexport.runtime_ref import OrtCodec, OrtStepCodec
+
+    codec = OrtCodec(folder, threads=1) if manifest.get("encoder") else OrtStepCodec(folder, threads=1)
+    codes, _ = codec.encode(wav, n_q)
+    return timed(lambda: codec.encode(wav, n_q), repeat), timed(lambda: codec.decode(codes), repeat)
+
+
+def torch_times(net, wav: np.ndarray, n_q: int, repeat: int) -> tuple[float, float]:
+    import torch
+
+    x = torch.from_numpy(wav)[None, None]
+    with torch.no_grad():
+        z = net["encode"](x)
+        return (timed(lambda: net["encode"](x), repeat), timed(lambda: net["decode"](z), repeat))
+
+
+def default_torch(manifest: dict):
+    """The training network of the default model (FunCodec's layers) with random weights."""
+    import torch
+    from codec_train.net import Codec, NetConf
+
+    info = json.load(open(os.path.join(ARGS.model, "training.json")))
+    model = Codec(NetConf(**info["net"])).eval()
+    rvq = model.quantizer.rvq
+
+    def encode(x):
+        z = model.encoder(x)
+        return rvq(z, N_Q)[0]
+
+    return {"encode": encode, "decode": lambda z: model.decoder(z)}
+
+
+def fullsize_torch(work: str):
+    """FunCodec's own model and inference functions (the PyTorch reference of the parity checks)."""
+    import funcodec_ref as ref
+
+    s2t = ref.load_reference(os.path.join(work, "funcodec", "config.yaml"), os.path.join(work, "funcodec", "model.pth"))
+    bits = 250 * N_Q  # FunCodec's bit_width for N_Q quantizers of the ds640 recipe
+    return {"encode": lambda x: ref.reference_encode(s2t, x[0, 0].numpy(), bits),
+            "decode": lambda codes: ref.reference_decode(s2t, codes)}
+
+
+def main() -> int:
+    global ARGS, N_Q
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--funcodec-bin", default="target/release/funcodec")
+    ap.add_argument("--model", default="models/default")
+    ap.add_argument("--full-size", action="store_true", help="the released FunCodec ds640 architecture")
+    ap.add_argument("--work", default="/tmp/fc_full")
+    ap.add_argument("--n-q", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", help="write the JSON report here")
+    ARGS = a = ap.parse_args()
+    import soundfile as sf
+    import torch
+    from make_golden import speechlike
+
+    torch.set_num_threads(1)
+    if a.full_size:
+        import funcodec_ref as ref
+        from fcexport.export import export_model
+
+        ref.patch_funcodec_for_cpu()
+        a.model = os.path.join(a.work, "model")
+        if not os.path.exists(os.path.join(a.model, "manifest.json")):
+            cfg, ckpt = ref.build_random_checkpoint(ref.recipe_config(), os.path.join(a.work, "funcodec"), seed=7)
+            export_model(cfg, ckpt, a.model, model_id="funcodec-ds640-random")
+    manifest = json.load(open(os.path.join(a.model, "manifest.json")))
+    N_Q = min(a.n_q, manifest["quantizer"]["num_quantizers"])
+    wav = speechlike(int(CLIP_SECONDS * manifest["sample_rate"]) + 123, 5)
+    clip = os.path.join("/tmp", f"bench_clip_{os.getpid()}.wav")
+    sf.write(clip, wav, manifest["sample_rate"], subtype="FLOAT")
+    audio_s = len(wav) / manifest["sample_rate"]
+
+    rust = json.loads(subprocess.run(
+        [a.funcodec_bin, "bench", clip, "--model", a.model, "--n-q", str(N_Q), "--repeat", str(a.repeat)],
+        check=True, capture_output=True, text=True).stdout)
+    ort_enc, ort_dec = ort_times(a.model, manifest, wav, N_Q, a.repeat)
+    net = fullsize_torch(a.work) if a.full_size else default_torch(manifest)
+    pt_enc, pt_dec = torch_times(net, wav, N_Q, a.repeat)
+    enc_macs, dec_macs = graph_macs(a.model, manifest, len(wav))
+    peak = sgemm_peak()
+    bound_enc, bound_dec = 2 * enc_macs / peak, 2 * dec_macs / peak
+    os.remove(clip)
+
+    rows = [("encode", rust["offline"]["encode_s"], ort_enc, pt_enc, bound_enc),
+            ("decode", rust["offline"]["decode_s"], ort_dec, pt_dec, bound_dec)]
+    print(f"model {manifest['model_id']}, {audio_s:.1f} s clip, n_q {N_Q}, 1 thread; "
+          f"SGEMM peak {peak / 1e9:.1f} GFLOP/s; {(enc_macs + dec_macs) / audio_s / 1e9:.3f} GMAC per s of audio")
+    print("| stage | ours (tract) s/s | onnxruntime s/s | PyTorch s/s | FLOP bound s/s | ORT / ours | PyTorch / ours | ours / bound |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, ours, ort, pt, bound in rows:
+        print(f"| {name} | {ours / audio_s:.4f} | {ort / audio_s:.4f} | {pt / audio_s:.4f} | {bound / audio_s:.4f} "
+              f"| {ort / ours:.2f} | {pt / ours:.2f} | {ours / bound:.1f} |")
+    if "streaming" in rust:
+        s = rust["streaming"]
+        print(f"streaming: encode {1 / s['encode_rtf']:.0f}x and decode {1 / s['decode_rtf']:.0f}x real time "
+              f"(together {1 / (s['encode_rtf'] + s['decode_rtf']):.0f}x); per 40 ms frame p50 {s['frame_ms_p50']:.3f} ms, "
+              f"p99 {s['frame_ms_p99']:.3f} ms, max {s['frame_ms_max']:.3f} ms; state {s['state_bytes_per_stream'] / 1024:.1f} KiB "
+              f"per stream; latency {s['latency_samples']} samples")
+    if "multi_stream" in rust:
+        ms = rust["multi_stream"]
+        print(f"{ms['streams']} streams on one model, one thread: {ms['realtime_streams_per_core']:.1f} real-time "
+              f"streams per core; RSS per stream {ms['rss_bytes_per_stream'] / 1024:.0f} KiB")
+    print(f"model load {rust['load_s'] * 1e3:.0f} ms; RSS of a loaded model {rust['rss_model_bytes'] / 2 ** 20:.1f} MiB")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(dict(rust=rust, ort=dict(encode_s=ort_enc, decode_s=ort_dec),
+                           pytorch=dict(encode_s=pt_enc, decode_s=pt_dec),
+                           flop_bound=dict(encode_s=bound_enc, decode_s=bound_dec, peak_flops=peak,
+                                           encode_macs=enc_macs, decode_macs=dec_macs)), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
