@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import funcodec_ref as ref  # noqa: E402
 from fcexport.export import export_model  # noqa: E402
 from fcexport.runtime_ref import OrtCodec  # noqa: E402
-from make_golden import speechlike  # noqa: E402
+from make_golden import decision_margins, speechlike  # noqa: E402
 
 LENGTHS = [8000, 16123, 41293, 161234]  # < 1 s, not multiples of 640, > 10 s
 
@@ -96,6 +96,14 @@ def main() -> None:
             d = float(np.abs(y - dec).max())
             worst = max(worst, d)
             line += f" {mism:>4}/{codes.size:<5} {d_ort:>14.2e} {d:>15.2e}"
+            if mism:
+                # FunCodec's relative gap between its best and second-best codeword at the first
+                # differing quantizer of each differing frame (later quantizers follow from it).
+                margins = np.array(decision_margins(s2t, wav, codes))
+                diff = rust[name] != codes
+                firsts = [(int(np.argmax(diff[:, t])), t) for t in range(diff.shape[1]) if diff[:, t].any()]
+                gaps = [float(margins[q, t]) for q, t in firsts]
+                line += f"  {len(firsts)} frame(s); FunCodec margin there: {', '.join(f'{g:.1e}' for g in gaps)}"
         else:
             line += f" {'-':>10} {d_ort:>14.2e} {'-':>15}"
         print(line)
@@ -115,7 +123,7 @@ def main() -> None:
         out = subprocess.run([a.funcodec_bin, "bench", "--model", rt_dir, os.path.join(clips_dir, f"clip3_{LENGTHS[3]}.wav"),
                               "--repeat", str(a.repeat)], check=True, capture_output=True, text=True).stdout
         b = json.loads(out)
-        rows.append(("funcodec-rs (tract)", b["encode_s"], b["decode_s"]))
+        rows.append(("funcodec-rs (tract)", b["offline"]["encode_s"], b["offline"]["decode_s"]))
     print(f"\nspeed on a {secs:.1f} s clip, 1 thread, 32 quantizers, median of {a.repeat} (s per s of audio):")
     print(f"{'stack':>26} {'encode':>8} {'decode':>8} {'enc vs PyTorch':>15} {'dec vs PyTorch':>15}")
     for label, te, td in rows:

@@ -12,21 +12,18 @@ fi
 cargo build --release --locked -p funcodec-core --bin funcodec
 BIN=target/release/funcodec
 
-MODEL=models/default
-if [ ! -f "$MODEL/manifest.json" ]; then
-  # The project's own trained model (issue 3) is not in the repository yet. Until it is, run the
-  # pipeline on the committed test model: random weights, so the decoded audio is not speech.
-  echo "NOTE: models/default is not trained yet; using the random-weight test model (output is noise-like)." >&2
-  MODEL=tests/data/tiny_gn_ds640/model
-fi
+MODEL=models/default   # the project's own causal model (models/default/MODEL_CARD.md)
 
 OUT=target/demo; mkdir -p "$OUT"
 espeak-ng -v en-us -s 150 -w "$OUT/input.wav" "The quick brown fox jumps over the lazy dog. Neural codecs carry speech at two kilobits per second."
 "$BIN" info "$MODEL"
 "$BIN" encode "$OUT/input.wav" -o "$OUT/speech.fcdc" --model "$MODEL" --bitrate 2000
 "$BIN" info "$OUT/speech.fcdc"
-"$BIN" decode "$OUT/speech.fcdc" -o "$OUT/decoded_16k.wav" --model "$MODEL" --restore-level
+"$BIN" decode "$OUT/speech.fcdc" -o "$OUT/decoded_16k.wav" --model "$MODEL"
 for br in 500 1000 2000 4000 8000; do
-  "$BIN" roundtrip "$OUT/input.wav" -o "$OUT/roundtrip_${br}.wav" --model "$MODEL" --bitrate "$br" --restore-level
+  "$BIN" roundtrip "$OUT/input.wav" -o "$OUT/roundtrip_${br}.wav" --model "$MODEL" --bitrate "$br"
 done
+# The same through the streaming core (what GStreamer and the plugin run): 40 ms frames, exact.
+"$BIN" roundtrip "$OUT/input.wav" -o "$OUT/streamed_2000.wav" --model "$MODEL" --bitrate 2000 --stream
+"$BIN" bench "$OUT/input.wav" --model "$MODEL" --bitrate 2000 --repeat 3
 ls -l "$OUT"

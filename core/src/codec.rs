@@ -146,13 +146,17 @@ impl CodecModel {
             data: vec![0; n_q * frames],
         };
         let mut residual = vec![0.0f32; dim];
+        let mut dist = Vec::new();
         for t in 0..frames {
             residual
                 .iter_mut()
                 .enumerate()
                 .for_each(|(c, r)| *r = z.data[c * frames + t]);
-            self.codebooks
-                .encode_frame(&mut residual, &mut codes.data[t * n_q..(t + 1) * n_q]);
+            self.codebooks.encode_frame(
+                &mut residual,
+                &mut codes.data[t * n_q..(t + 1) * n_q],
+                &mut dist,
+            );
         }
         Ok(Encoded {
             codes,

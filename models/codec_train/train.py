@@ -202,13 +202,15 @@ def main() -> None:
             parts["disc"] = d.item()
         for k, v in parts.items():
             acc[k] = acc.get(k, 0.0) + v
+        acc["_n"] = acc.get("_n", 0.0) + 1
         step += 1
         now = time.time()
         wall += now - t_last
         t_last = now
         if step % args.log_every == 0:
-            rec = {"step": step, "wall_h": round(wall / 3600, 4), "n": args.log_every}
-            rec.update({k: round(v / args.log_every, 5) for k, v in acc.items()})
+            n = acc.pop("_n", 1.0)
+            rec = {"step": step, "wall_h": round(wall / 3600, 4), "n": int(n)}
+            rec.update({k: round(v / n, 5) for k, v in acc.items()})
             rec["usage"] = [round(u, 3) for u in model.quantizer.rvq.take_usage()]
             model.eval()
             with torch.no_grad():

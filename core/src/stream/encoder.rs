@@ -30,6 +30,7 @@ struct RvqScratch {
     n_q: usize,
     residual: Vec<f32>,
     codes: Vec<u16>,
+    dist: Vec<f32>,
     frames_out: u64,
 }
 
@@ -42,7 +43,7 @@ impl RvqScratch {
     ) -> Result<()> {
         self.residual.copy_from_slice(z);
         let codes = &mut self.codes[..self.n_q];
-        books.encode_frame(&mut self.residual, codes);
+        books.encode_frame(&mut self.residual, codes, &mut self.dist);
         self.frames_out += 1;
         sink(codes)
     }
@@ -67,6 +68,7 @@ impl StreamEncoder {
     ) -> Result<Self> {
         model.check_n_q(n_q)?;
         let (hop, dim, nmax) = (model.hop(), model.latent_dim(), model.num_quantizers());
+        let size = model.codebooks.size;
         Ok(StreamEncoder {
             model,
             inner,
@@ -76,6 +78,7 @@ impl StreamEncoder {
                 n_q,
                 residual: vec![0.0; dim],
                 codes: vec![0; nmax],
+                dist: vec![0.0; size],
                 frames_out: 0,
             },
             samples_in: 0,
