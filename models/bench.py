@@ -11,8 +11,9 @@ same graphs, vs the PyTorch network, vs the FLOP bound of this core. Prints rati
 * PyTorch: FunCodec's network on CPU: the project's training network for the default model (the
   same layers, checked against FunCodec by `codec_train/check_layout.py`), FunCodec's own
   model for `--full-size` (random weights; timing does not depend on them).
-* FLOP bound: multiply-adds counted from the ONNX graphs at the clip's shapes, x2, divided by this
-  core's measured single-thread SGEMM rate (numpy/OpenBLAS, 1024^3), i.e. what perfect kernels would take.
+* FLOP bound: multiply-adds of every conv, transposed conv and LSTM the PyTorch network runs on the
+  clip (forward hooks), x2, divided by this core's measured single-thread SGEMM rate
+  (numpy/OpenBLAS, 1024^3): what perfect kernels would take. The RVQ search is not counted.
 """
 
 from __future__ import annotations
@@ -50,63 +51,43 @@ def sgemm_peak() -> float:
     return 2 * 1024 ** 3 / best
 
 
-def onnx_macs(path: str, inputs: dict[str, list[int]]) -> int:
-    """Multiply-adds of Conv, ConvTranspose, LSTM, Gemm and MatMul nodes at the given input shapes."""
-    import onnx
-    from onnx import shape_inference
+def torch_macs(encode, decode, x) -> tuple[int, int]:
+    """Multiply-adds of every conv, transposed conv and LSTM in MODULES while `encode`/`decode` run."""
+    import torch
+    from torch import nn
 
-    m = onnx.load(path)
-    for i in m.graph.input:
-        if i.name in inputs:
-            dims = i.type.tensor_type.shape.dim
-            for d, v in zip(dims, inputs[i.name]):
-                d.ClearField("dim_param")
-                d.dim_value = v
-    m = shape_inference.infer_shapes(m)
-    shapes = {}
-    for vi in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
-        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-    inits = {t.name: list(t.dims) for t in m.graph.initializer}
-    shape = lambda n: shapes.get(n) or inits.get(n)
-    total = 0
-    for n in m.graph.node:
-        if n.op_type == "Conv":
-            w, y = shape(n.input[1]), shape(n.output[0])
-            total += int(np.prod(y)) * int(np.prod(w[1:]))
-        elif n.op_type == "ConvTranspose":
-            w, x = shape(n.input[1]), shape(n.input[0])
-            total += int(np.prod(x)) * int(np.prod(w[1:]))
-        elif n.op_type == "LSTM":
-            x, w, r = shape(n.input[0]), shape(n.input[1]), shape(n.input[2])
-            total += x[0] * x[1] * (int(np.prod(w[1:])) + int(np.prod(r[1:])))
-        elif n.op_type in ("Gemm", "MatMul"):
-            a, b = shape(n.input[0]), shape(n.input[1])
-            if a and b:
-                total += int(np.prod(a)) * b[-1]
-    return total
+    from codec_train.net import WNConv
+
+    count = [0]
+
+    def conv(m, inp, out):
+        w = m.weight_v if isinstance(m, WNConv) else m.weight
+        if isinstance(m, nn.ConvTranspose1d) or getattr(m, "transpose", False):
+            count[0] += inp[0].numel() * w[0].numel()
+        else:
+            count[0] += out.numel() * w[0].numel()
+
+    def lstm(m, inp, out):
+        t = inp[0].shape[0] * inp[0].shape[1]
+        count[0] += t * sum(4 * m.hidden_size * (m.hidden_size + (m.input_size if i == 0 else m.hidden_size))
+                            for i in range(m.num_layers))
+
+    hooks = []
+    for mod in MODULES:
+        if isinstance(mod, (nn.Conv1d, nn.ConvTranspose1d, WNConv)):
+            hooks.append(mod.register_forward_hook(conv))
+        elif isinstance(mod, nn.LSTM):
+            hooks.append(mod.register_forward_hook(lstm))
+    with torch.no_grad():
+        z = encode(x)
+        enc = count[0]
+        decode(z)
+    for h in hooks:
+        h.remove()
+    return enc, count[0] - enc
 
 
-def graph_macs(folder: str, manifest: dict, samples: int) -> tuple[int, int]:
-    """(encoder, decoder) multiply-adds for one clip of `samples` samples, plus the RVQ search."""
-    hop = manifest["hop"]
-    frames = -(-samples // hop)
-    q = manifest["quantizer"]
-    if manifest.get("encoder"):
-        enc, n = 0, samples
-        for seg in manifest["encoder"]["segments"]:
-            p = seg["pad"]
-            s = p["stride"]
-            n_pad = n + p["left"] + p["right"] + ((-(-n // s) * s - n) if s > 1 else 0)
-            enc += onnx_macs(os.path.join(folder, seg["file"]), {"x": [1, seg["in_channels"], n_pad]})
-            n = (n_pad - p["kernel"]) // s + 1
-        dp = manifest["decoder"]["pad"]
-        dec = onnx_macs(os.path.join(folder, manifest["decoder"]["file"]),
-                        {"x": [1, q["dim"], frames + dp["left"] + dp["right"]]})
-    else:
-        st = manifest["streaming"]
-        enc = frames * onnx_macs(os.path.join(folder, st["encoder"]["file"]), {})
-        dec = frames * onnx_macs(os.path.join(folder, st["decoder"]["file"]), {})
-    return enc, dec
+MODULES: list = []  # the nn.Modules the timed network is made of (hooked for MAC counting)
 
 
 def ort_times(folder: str, manifest: dict, wav: np.ndarray, n_q: int, repeat: int) -> tuple[float, float]:
@@ -134,6 +115,7 @@ def default_torch(manifest: dict):
     info = json.load(open(os.path.join(ARGS.model, "training.json")))
     model = Codec(NetConf(**info["net"])).eval()
     rvq = model.quantizer.rvq
+    MODULES.extend(model.modules())
 
     def encode(x):
         z = model.encoder(x)
@@ -147,6 +129,7 @@ def fullsize_torch(work: str):
     import funcodec_ref as ref
 
     s2t = ref.load_reference(os.path.join(work, "funcodec", "config.yaml"), os.path.join(work, "funcodec", "model.pth"))
+    MODULES.extend(s2t.model.modules())
     bits = 250 * N_Q  # FunCodec's bit_width for N_Q quantizers of the ds640 recipe
     return {"encode": lambda x: ref.reference_encode(s2t, x[0, 0].numpy(), bits),
             "decode": lambda codes: ref.reference_decode(s2t, codes)}
@@ -190,7 +173,7 @@ def main() -> int:
     ort_enc, ort_dec = ort_times(a.model, manifest, wav, N_Q, a.repeat)
     net = fullsize_torch(a.work) if a.full_size else default_torch(manifest)
     pt_enc, pt_dec = torch_times(net, wav, N_Q, a.repeat)
-    enc_macs, dec_macs = graph_macs(a.model, manifest, len(wav))
+    enc_macs, dec_macs = torch_macs(net["encode"], net["decode"], torch.from_numpy(wav)[None, None])
     peak = sgemm_peak()
     bound_enc, bound_dec = 2 * enc_macs / peak, 2 * dec_macs / peak
     os.remove(clip)
@@ -204,7 +187,11 @@ def main() -> int:
     for name, ours, ort, pt, bound in rows:
         print(f"| {name} | {ours / audio_s:.4f} | {ort / audio_s:.4f} | {pt / audio_s:.4f} | {bound / audio_s:.4f} "
               f"| {ort / ours:.2f} | {pt / ours:.2f} | {ours / bound:.1f} |")
-    if "streaming" in rust:
+    if rust.get("streaming", {}).get("mode") == "windowed":
+        s = rust["streaming"]
+        print(f"windowed streaming (default window): encode {1 / s['encode_rtf']:.2f}x and decode "
+              f"{1 / s['decode_rtf']:.2f}x real time; latency {s['latency_samples']} samples")
+    elif "streaming" in rust:
         s = rust["streaming"]
         print(f"streaming: encode {1 / s['encode_rtf']:.0f}x and decode {1 / s['decode_rtf']:.0f}x real time "
               f"(together {1 / (s['encode_rtf'] + s['decode_rtf']):.0f}x); per 40 ms frame p50 {s['frame_ms_p50']:.3f} ms, "
