@@ -45,7 +45,7 @@ fn encode_split(
     let fl = enc.flush(|f| codes.push_frame(f)).unwrap();
     let hop = m.hop();
     assert_eq!(codes.frames, pcm.len().div_ceil(hop));
-    if pcm.len() % hop != 0 {
+    if !pcm.len().is_multiple_of(hop) {
         assert_eq!(fl.real_samples_in_last_frame, pcm.len() % hop);
     }
     codes
