@@ -402,8 +402,20 @@ fn the_bundled_default_is_used_when_model_is_unset() {
         std::fs::canonicalize(want.parent().unwrap()).ok()
     );
     assert_eq!(got.file_name(), want.file_name());
-    if !want.join("manifest.json").exists() {
-        // Not trained yet (issue 3): a clear error naming the bundled model, not a crash.
+    if want.join("manifest.json").exists() {
+        // The default model codes a frame; the caps name it.
+        let manifest = funcodec_core::manifest::Manifest::load(&want).unwrap();
+        let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
+        h.set_src_caps_str(RAW_F32);
+        h.push(pcm_buffer(&signal(640, 16), 0)).unwrap();
+        assert_eq!(pull_all(&mut h).len(), 2);
+        let caps = h.sinkpad().unwrap().current_caps().unwrap();
+        assert_eq!(
+            caps.structure(0).unwrap().get::<&str>("model-id").unwrap(),
+            manifest.model_id
+        );
+    } else {
+        // Not there: a clear error naming the bundled model, not a crash.
         let e = start_error("funcodecdec", &[]);
         assert!(e.contains("models/default"), "{e}");
     }

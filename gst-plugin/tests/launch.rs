@@ -16,6 +16,14 @@ use common::*;
 use funcodec_core::bitstream;
 use gst::prelude::*;
 
+/// The timing-sensitive runs (live pacing, RTP through a 100 ms jitter buffer) and the CPU-heavy
+/// 10-minute run take turns, so one does not starve the other on a small machine.
+static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Example {
     name: String,
     /// The block without its `# example:` line.
@@ -277,6 +285,7 @@ fn file_examples() {
 
 #[test]
 fn live_example() {
+    let _turn = exclusive();
     let dir = scratch("live");
     let t = Instant::now();
     let out = run(&example("live"), &dir);
@@ -365,6 +374,7 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatu
 /// codec, sample for sample (the same source through `funcodecenc ! funcodecdec` locally).
 #[test]
 fn rtp_examples_on_loopback() {
+    let _turn = exclusive();
     let dir = scratch("rtp");
     let port = free_udp_port().to_string();
     let receiver = example("rtp-receiver").replace("port=5004", &format!("port={port}"));
@@ -429,6 +439,7 @@ fn field_ns(line: &str, key: &str) -> Option<u64> {
 /// puts it (no drift), and the process's memory flat.
 #[test]
 fn long_run_example() {
+    let _turn = exclusive();
     let dir = scratch("long");
     let t = Instant::now();
     let mut child = shell(&format!("exec {}", example("long-run")), &dir)
