@@ -300,10 +300,14 @@ pub fn check_header(header: &StreamHeader, model: &CodecModel) -> Result<(), Str
 /// Duration of `samples` at `rate`, rounded down to the nanosecond (exact for 40 ms frames at
 /// 16 kHz; never the integer-division slip of computing `samples / rate` in seconds first).
 pub fn samples_to_time(samples: u64, rate: u32) -> gst::ClockTime {
+    // Saturates (a forged header can claim any sample count) instead of reaching
+    // GST_CLOCK_TIME_NONE, which `ClockTime` refuses.
     gst::ClockTime::from_nseconds(
         samples
             .mul_div_floor(gst::ClockTime::SECOND.nseconds(), u64::from(rate.max(1)))
-            .unwrap_or(u64::MAX),
+            .map_or(gst::ClockTime::MAX.nseconds(), |ns| {
+                ns.min(gst::ClockTime::MAX.nseconds())
+            }),
     )
 }
 

@@ -431,3 +431,28 @@ fn windowed_pair_keeps_timestamps_and_length() {
     want.truncate(pcm.len());
     assert_eq!(out, want);
 }
+
+/// A GAP before any caps (a live source starting silent) is no loss to conceal: no output, no
+/// error, and the stream decodes normally once caps and packets come.
+#[test]
+fn a_gap_before_caps_is_harmless() {
+    init();
+    let mut h = gst_check::Harness::with_element(&dec_element(), Some("sink"), Some("src"));
+    let bus = bus_of(&h);
+    assert!(h.push_event(gst::event::StreamStart::new("gap-first")));
+    let seg = gst::FormattedSegment::<gst::ClockTime>::new();
+    assert!(h.push_event(gst::event::Segment::new(&seg)));
+    h.push_event(
+        gst::event::Gap::builder(gst::ClockTime::ZERO)
+            .duration(time_of(640))
+            .build(),
+    );
+    assert!(pull_all(&mut h).is_empty());
+    h.set_src_caps(coded_caps());
+    let f = frames(2, 34);
+    for (k, c) in f.iter().enumerate() {
+        h.push(packet_buffer(&packet(c), k as u64 + 1)).unwrap();
+    }
+    assert_eq!(contiguous(&outputs(&mut h), 640), ref_decode(&f));
+    assert!(messages(&bus, gst::MessageType::Error).is_empty());
+}

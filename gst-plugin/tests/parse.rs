@@ -172,3 +172,24 @@ fn typefinder_recognises_fcdc() {
                 != "audio/x-funcodec")
     );
 }
+
+/// A forged header (valid CRC, absurd sample count) does not upset the parser: packets still come
+/// out, with their timestamps.
+#[test]
+fn a_forged_sample_count_is_harmless() {
+    let (_, codes, _) = cli_stream(3 * 640, 44);
+    let h = StreamHeader {
+        total_samples: Some(u64::MAX),
+        ..header()
+    };
+    let mut bytes = h.encode();
+    for c in &codes {
+        bitstream::encode_frame(&h, c, None, &mut bytes).unwrap();
+    }
+    let mut h = parse_harness();
+    push_bytes(&mut h, &bytes, &[4096]);
+    h.push_event(gst::event::Eos::new());
+    let bufs = pull_all(&mut h);
+    assert_eq!(bufs.len(), 4);
+    assert_eq!(bufs[3].pts(), Some(time_of(2 * 640)));
+}

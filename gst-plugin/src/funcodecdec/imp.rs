@@ -101,7 +101,8 @@ struct State {
     dec: StreamDecoder,
     /// How packets are parsed: the stream's header once known, else the model's own.
     header: StreamHeader,
-    out_format: gst_audio::AudioFormat,
+    /// Output sample format; `None` until `set_format` has negotiated one.
+    out_format: Option<gst_audio::AudioFormat>,
     rate: u32,
     hop: usize,
     frame_dur: gst::ClockTime,
@@ -233,7 +234,8 @@ impl State {
                         frame.len()
                     };
                     let pts = slot.pts.map(|p| {
-                        p + self.frame_dur * i + common::samples_to_time(s as u64, self.rate)
+                        p.saturating_add(self.frame_dur.saturating_mul(i))
+                            .saturating_add(common::samples_to_time(s as u64, self.rate))
                     });
                     slot.done += 1;
                     inputs += self.pop_finished();
@@ -260,13 +262,14 @@ impl State {
             }
             let chunk = chunks.last_mut().expect("pushed above");
             chunk.pcm.extend_from_slice(&frame[s..e]);
-            self.out_end = pts.map(|p| p + common::samples_to_time((e - s) as u64, self.rate));
+            self.out_end =
+                pts.map(|p| p.saturating_add(common::samples_to_time((e - s) as u64, self.rate)));
         }
         (chunks, inputs)
     }
 
     fn to_buffer(&self, chunk: &Chunk) -> gst::Buffer {
-        let bytes: Vec<u8> = match self.out_format {
+        let bytes: Vec<u8> = match self.out_format.unwrap_or(gst_audio::AudioFormat::F32le) {
             gst_audio::AudioFormat::S16le => chunk
                 .pcm
                 .iter()
@@ -568,7 +571,7 @@ impl AudioDecoderImpl for FuncodecDec {
             header: common::header_for(&model),
             model,
             dec,
-            out_format: gst_audio::AudioFormat::F32le,
+            out_format: None,
             rate,
             hop,
             frame_dur: common::samples_to_time(hop as u64, rate),
@@ -629,7 +632,7 @@ impl AudioDecoderImpl for FuncodecDec {
             .build()
             .map_err(|_| gst::loggable_error!(CAT, "cannot build output info"))?;
         if let Some(state) = self.state.lock().as_mut() {
-            state.out_format = format;
+            state.out_format = Some(format);
         }
         gst::debug!(CAT, imp = self, "input {caps}, output {format:?}");
         let obj = self.obj();
@@ -661,6 +664,14 @@ impl AudioDecoderImpl for FuncodecDec {
         let pts = buffer.pts();
         let frame_ns = state.frame_dur.nseconds().max(1);
 
+        if map.is_empty() && state.out_format.is_none() {
+            // A GAP before any caps: nothing to conceal yet, and no output format of ours.
+            drop(guard);
+            return self.push(Output {
+                chunks: Vec::new(),
+                inputs: 1,
+            });
+        }
         if map.is_empty() {
             // The base class hands over an empty buffer for a GAP event: conceal its duration.
             let samples = buffer
@@ -686,7 +697,9 @@ impl AudioDecoderImpl for FuncodecDec {
             state
                 .slots
                 .push_back(Slot::new(pts.or(state.next_pts), frames, true));
-            state.next_pts = pts.or(state.next_pts).map(|p| p + state.frame_dur * frames);
+            state.next_pts = pts
+                .or(state.next_pts)
+                .map(|p| p.saturating_add(state.frame_dur.saturating_mul(frames)));
             state.discont = false;
             let out = Self::collect(state);
             drop(guard);
@@ -751,7 +764,7 @@ impl AudioDecoderImpl for FuncodecDec {
             clip_end,
             ..Slot::new(pts, frames, true)
         });
-        state.next_pts = pts.map(|p| p + state.frame_dur * frames);
+        state.next_pts = pts.map(|p| p.saturating_add(state.frame_dur.saturating_mul(frames)));
         let out = Self::collect(state);
         drop(guard);
         drop(map);

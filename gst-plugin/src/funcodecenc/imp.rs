@@ -91,7 +91,7 @@ impl State {
             &self.header,
             &self.header_bytes,
             Some(self.enc.n_q()),
-            Some(self.enc.latency_samples() - self.model.hop()),
+            Some(self.enc.latency_samples().saturating_sub(self.model.hop())),
         )
     }
 }
