@@ -456,3 +456,73 @@ fn a_gap_before_caps_is_harmless() {
     assert_eq!(contiguous(&outputs(&mut h), 640), ref_decode(&f));
     assert!(messages(&bus, gst::MessageType::Error).is_empty());
 }
+
+/// Windowed decoding (look-ahead: audio comes out frames later) with a lost frame: every frame's
+/// audio keeps its own packet's time, the concealed one included, and the output is the core's.
+#[test]
+fn windowed_decoder_conceals_and_keeps_the_timeline() {
+    init();
+    let cm = std::sync::Arc::new(funcodec_core::CodecModel::load(noncausal_dir()).unwrap());
+    let n_q = cm.num_quantizers();
+    let pcm = signal(12 * HOP, 35);
+    let mut enc = funcodec_core::StreamEncoder::new(cm.clone(), n_q).unwrap();
+    let mut f: Vec<Vec<u16>> = Vec::new();
+    let mut sink = |c: &[u16]| {
+        f.push(c.to_vec());
+        Ok(())
+    };
+    enc.push(&pcm, &mut sink).unwrap();
+    enc.flush(&mut sink).unwrap();
+    assert_eq!(f.len(), 12);
+
+    let h0 = gstfuncodec::common::header_for(&cm);
+    let el = gst::ElementFactory::make("funcodecdec")
+        .property("model", noncausal_dir())
+        .build()
+        .unwrap();
+    let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
+    h.set_src_caps(gstfuncodec::common::caps_for(
+        &h0,
+        &h0.encode(),
+        Some(n_q),
+        None,
+    ));
+    for (k, c) in f.iter().enumerate() {
+        if k == 5 {
+            assert!(
+                h.push_event(
+                    gst::event::Gap::builder(time_of(5 * 640))
+                        .duration(time_of(640))
+                        .build()
+                )
+            );
+            continue;
+        }
+        let mut bytes = Vec::new();
+        bitstream_encode(&h0, c, &mut bytes);
+        h.push(packet_buffer(&bytes, k as u64)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let out = contiguous(&outputs(&mut h), 0);
+    assert_eq!(out.len(), 12 * HOP);
+
+    let mut dec = funcodec_core::StreamDecoder::new(cm).unwrap();
+    let mut want = Vec::new();
+    let mut sink = |p: &[f32]| {
+        want.extend_from_slice(p);
+        Ok(())
+    };
+    for (k, c) in f.iter().enumerate() {
+        if k == 5 {
+            dec.conceal(&mut sink).unwrap();
+        } else {
+            dec.push_frame(c, &mut sink).unwrap();
+        }
+    }
+    dec.flush(&mut sink).unwrap();
+    assert_eq!(out, want);
+}
+
+fn bitstream_encode(h: &funcodec_core::bitstream::StreamHeader, codes: &[u16], out: &mut Vec<u8>) {
+    funcodec_core::bitstream::encode_frame(h, codes, None, out).unwrap();
+}
