@@ -121,8 +121,11 @@ struct State {
 }
 
 impl State {
-    fn reset(&mut self, why: &str, imp: &FuncodecDec) {
+    /// Drops the stream state; returns how many pending input buffers lost their audio with it
+    /// (the caller finishes them with the base class).
+    fn reset(&mut self, why: &str, imp: &FuncodecDec) -> usize {
         gst::debug!(CAT, imp = imp, "resetting decoder state ({why})");
+        let pending = self.slots.iter().filter(|s| s.input).count();
         if let Err(e) = self.dec.reset() {
             gst::error!(CAT, imp = imp, "reset failed: {e}");
         }
@@ -131,6 +134,7 @@ impl State {
         self.have_audio = false;
         self.slots.clear();
         self.pcm.clear();
+        pending
     }
 
     fn core_sink(pcm: &mut Vec<f32>) -> impl FnMut(&[f32]) -> funcodec_core::Result<()> + '_ {
@@ -680,8 +684,7 @@ impl AudioDecoderImpl for FuncodecDec {
             let frames = samples.div_ceil(state.hop as u64).max(1);
             if frames > MAX_GAP_FILL_FRAMES {
                 // Whatever the core holds is lost with the reset; so are the pending inputs.
-                let pending = state.slots.iter().filter(|s| s.input).count();
-                state.reset("gap too long to fill", self);
+                let pending = state.reset("gap too long to fill", self);
                 drop(guard);
                 return self.push(Output {
                     chunks: Vec::new(),
@@ -714,8 +717,10 @@ impl AudioDecoderImpl for FuncodecDec {
             return self.push(out);
         }
 
-        // Frames missing before this packet (from its timestamp), or a reason to reset.
+        // Frames missing before this packet (from its timestamp), or a reason to reset (inputs
+        // still pending when it happens are finished with this one).
         let mut lost = 0u64;
+        let mut dropped = 0;
         match (pts, state.next_pts) {
             (Some(pts), Some(next)) => {
                 let diff = pts.nseconds() as i128 - next.nseconds() as i128;
@@ -725,15 +730,15 @@ impl AudioDecoderImpl for FuncodecDec {
                     if k <= MAX_PLC_FRAMES {
                         lost = k;
                     } else {
-                        state.reset("timestamps jumped forward", self);
+                        dropped = state.reset("timestamps jumped forward", self);
                     }
                 } else if diff <= -half {
-                    state.reset("timestamps went back", self);
+                    dropped = state.reset("timestamps went back", self);
                 } else if state.discont {
-                    state.reset("discontinuity", self);
+                    dropped = state.reset("discontinuity", self);
                 }
             }
-            _ if state.discont => state.reset("discontinuity", self),
+            _ if state.discont => dropped = state.reset("discontinuity", self),
             _ => {}
         }
         state.discont = false;
@@ -765,7 +770,8 @@ impl AudioDecoderImpl for FuncodecDec {
             ..Slot::new(pts, frames, true)
         });
         state.next_pts = pts.map(|p| p.saturating_add(state.frame_dur.saturating_mul(frames)));
-        let out = Self::collect(state);
+        let mut out = Self::collect(state);
+        out.inputs += dropped;
         drop(guard);
         drop(map);
         if let Some(msg) = error {
@@ -786,6 +792,7 @@ impl AudioDecoderImpl for FuncodecDec {
     fn flush(&self, hard: bool) {
         if let Some(state) = self.state.lock().as_mut() {
             if hard {
+                // The base class drops its pending inputs itself.
                 state.reset("flush", self);
             } else {
                 // Decide on the next packet: a timestamp gap is loss (conceal), else reset.
