@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
@@ -24,6 +25,8 @@ pub struct CodecModel {
     decoder: Option<Arc<OfflineGraph>>,
     steps: Option<Arc<(StepGraph, StepGraph)>>,
     pub codebooks: Arc<Codebooks>,
+    executor: Executor,
+    threads: usize,
 }
 
 /// A (channels × length) activation, row-major; reused across calls to avoid reallocating.
@@ -83,7 +86,37 @@ impl CodecModel {
             decoder,
             steps: steps.map(Arc::new),
             codebooks: Arc::new(codebooks),
+            executor: Executor::SingleThread,
+            threads: 1,
         })
+    }
+
+    /// Threads for tract's matrix products in every call made through this handle (1 = the
+    /// calling thread only, the default). Streams made from this handle share its pool. Helps
+    /// large models offline; the small default model's products are below tract's threading
+    /// threshold, so many streams are better spread over threads instead.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        let threads = threads.max(1);
+        self.executor = if threads == 1 {
+            Executor::SingleThread
+        } else {
+            // rayon panics only if the OS refuses threads; then stay single-threaded.
+            std::panic::catch_unwind(|| Executor::multithread(threads)).unwrap_or_default()
+        };
+        self.threads = match self.executor {
+            Executor::SingleThread => 1,
+            _ => threads,
+        };
+        self
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` with this handle's thread pool for tract.
+    pub(crate) fn scoped<R>(&self, f: impl FnOnce() -> R) -> R {
+        multithread_tract_scope(self.executor.clone(), f)
     }
 
     /// A shared handle to this model for a stream.
@@ -119,6 +152,10 @@ impl CodecModel {
     /// Runs the encoder segments on `x` (1 channel, already level-normalised); returns the latent,
     /// `dim` channels × `ceil(len / hop)` frames.
     pub fn encode_latent(&self, x: Activation, scratch: &mut Vec<f32>) -> Result<Activation> {
+        self.scoped(|| self.encode_latent_here(x, scratch))
+    }
+
+    fn encode_latent_here(&self, x: Activation, scratch: &mut Vec<f32>) -> Result<Activation> {
         let concrete = self.worth_concrete_plans(x.len());
         let mut act = x;
         for (i, (seg, graph)) in self.encoder.iter().enumerate() {
@@ -146,7 +183,7 @@ impl CodecModel {
             return Err(Error::Argument("model has no offline decoder graph".into()));
         };
         let concrete = self.worth_concrete_plans(z.len() * self.hop());
-        Ok(run_padded(graph, concrete, z, &info.pad, scratch, "decoder")?.data)
+        self.scoped(|| Ok(run_padded(graph, concrete, z, &info.pad, scratch, "decoder")?.data))
     }
 
     /// Plans specialised to a concrete length ran 1.9x faster than the symbolic-length plans on the

@@ -78,6 +78,7 @@ pub enum Mode {
 pub struct StreamSettings {
     pub mode: Mode,
     pub window: WindowConfig,
+    pub threads: u32,
 }
 
 impl Default for StreamSettings {
@@ -85,6 +86,7 @@ impl Default for StreamSettings {
         StreamSettings {
             mode: Mode::Auto,
             window: WindowConfig::default(),
+            threads: 1,
         }
     }
 }
@@ -100,7 +102,15 @@ impl StreamSettings {
         }
     }
 
-    /// The `mode`, `window-context`, `window-block` and `window-lookahead` properties.
+    /// This element's handle on a (shared, cached) model: its own thread pool when `threads` > 1.
+    pub fn model_handle(&self, model: Arc<CodecModel>) -> Arc<CodecModel> {
+        if self.threads <= 1 {
+            return model;
+        }
+        Arc::new((*model).clone().with_threads(self.threads as usize))
+    }
+
+    /// The `mode`, `window-context`, `window-block`, `window-lookahead` and `threads` properties.
     pub fn properties() -> Vec<glib::ParamSpec> {
         let d = WindowConfig::default();
         vec![
@@ -137,6 +147,17 @@ impl StreamSettings {
                 .default_value(d.lookahead as u32)
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecUInt::builder("threads")
+                .nick("Threads")
+                .blurb(
+                    "Threads for the network's matrix products (1 = the streaming thread only); \
+                     helps large models such as FunCodec's in windowed mode",
+                )
+                .minimum(1)
+                .maximum(64)
+                .default_value(1)
+                .mutable_ready()
+                .build(),
         ]
     }
 
@@ -148,6 +169,7 @@ impl StreamSettings {
             "window-context" => self.window.context = uint(value),
             "window-block" => self.window.block = uint(value).max(1),
             "window-lookahead" => self.window.lookahead = uint(value),
+            "threads" => self.threads = value.get::<u32>().expect("type checked upstream").max(1),
             _ => return false,
         }
         true
@@ -159,6 +181,7 @@ impl StreamSettings {
             "window-context" => (self.window.context as u32).to_value(),
             "window-block" => (self.window.block as u32).to_value(),
             "window-lookahead" => (self.window.lookahead as u32).to_value(),
+            "threads" => self.threads.to_value(),
             _ => return None,
         })
     }

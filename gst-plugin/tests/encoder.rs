@@ -457,3 +457,25 @@ fn exact_mode_refuses_a_noncausal_model_and_auto_streams_it_windowed() {
         7 * 640
     );
 }
+
+#[test]
+fn threads_property_gives_the_same_codes() {
+    // A thread pool for tract's matrix products changes where the work runs, not the result.
+    let pcm = signal(20 * 640 + 7, 21);
+    let mut outs = Vec::new();
+    for threads in [1u32, 2] {
+        let mut h = harness(&[("threads", threads.to_value())]);
+        assert_eq!(h.element().unwrap().property::<u32>("threads"), threads);
+        push_pcm(&mut h, &pcm, &[640], 0);
+        h.push_event(gst::event::Eos::new());
+        let (_, packets) = split(pull_all(&mut h));
+        outs.push(
+            packets
+                .iter()
+                .map(|p| unpack(&p.map_readable().unwrap()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(outs[0], outs[1]);
+    assert_eq!(outs[0], ref_codes(&pcm, 8));
+}

@@ -39,7 +39,8 @@ impl CausalEncoder {
 impl LatentEncoder for CausalEncoder {
     fn push_frame(&mut self, frame: &[f32], emit: &mut Emit<'_>) -> Result<()> {
         let g = steps_of(&self.model)?;
-        g.step(&mut self.runner, frame, &mut self.latent)?;
+        self.model
+            .scoped(|| g.step(&mut self.runner, frame, &mut self.latent))?;
         emit(&self.latent)
     }
     fn drain(&mut self, _emit: &mut Emit<'_>) -> Result<()> {
@@ -74,7 +75,8 @@ impl CausalDecoder {
 impl LatentDecoder for CausalDecoder {
     fn push_latent(&mut self, z: &[f32], emit: &mut Emit<'_>) -> Result<()> {
         let g = self.model.decoder_step().expect("checked at new");
-        g.step(&mut self.runner, z, &mut self.pcm)?;
+        self.model
+            .scoped(|| g.step(&mut self.runner, z, &mut self.pcm))?;
         emit(&self.pcm)
     }
     fn drain(&mut self, _emit: &mut Emit<'_>) -> Result<()> {

@@ -549,6 +549,7 @@ impl AudioDecoderImpl for FuncodecDec {
         let dir = common::model_dir(settings.model.as_deref());
         let model = common::load_model(&dir)
             .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ["{e}"]))?;
+        let model = settings.stream.model_handle(model);
         let mode = settings.stream.core_mode(&model);
         let dec = StreamDecoder::with_mode(model.clone(), mode).map_err(|e| {
             gst::error_msg!(

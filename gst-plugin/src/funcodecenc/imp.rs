@@ -364,6 +364,7 @@ impl AudioEncoderImpl for FuncodecEnc {
         let dir = common::model_dir(settings.model.as_deref());
         let model = common::load_model(&dir)
             .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ["{e}"]))?;
+        let model = settings.stream.model_handle(model);
         let (n_q, _) = settings.n_q_for(&model);
         let mode = settings.stream.core_mode(&model);
         let enc = StreamEncoder::with_mode(model.clone(), n_q, mode).map_err(|e| {

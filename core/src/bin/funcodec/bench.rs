@@ -38,6 +38,7 @@ pub fn run(
     n_q: usize,
     repeat: usize,
     streams: usize,
+    threads: usize,
 ) -> Result<serde_json::Value> {
     let repeat = repeat.max(1);
     let rss0 = rss_bytes();
@@ -45,7 +46,7 @@ pub fn run(
     let mut model = None;
     for _ in 0..repeat.min(3) {
         let t = Instant::now();
-        model = Some(CodecModel::load(dir)?);
+        model = Some(CodecModel::load(dir)?.with_threads(threads));
         load_t.push(t.elapsed().as_secs_f64());
     }
     let model = model.expect("loaded at least once");
@@ -66,6 +67,7 @@ pub fn run(
     }
     let mut out = json!({
         "model_id": model.manifest.model_id,
+        "threads": model.threads(),
         "audio_s": audio_s, "n_q": n_q, "frames": codes.frames,
         "load_s": median(load_t),
         "offline": {"encode_s": median(enc_t.clone()), "decode_s": median(dec_t.clone()),

@@ -38,6 +38,9 @@ struct ModelArg {
     /// Exported model folder (default: $FUNCODEC_MODEL, else the bundled models/default)
     #[arg(long, env = "FUNCODEC_MODEL")]
     model: Option<PathBuf>,
+    /// Threads for the network's matrix products (1 = this thread only); helps large models
+    #[arg(long, default_value_t = 1, env = "FUNCODEC_THREADS")]
+    threads: usize,
 }
 
 #[derive(Args, Clone)]
@@ -211,7 +214,9 @@ fn model_dir(arg: &ModelArg) -> PathBuf {
 
 fn load_model(arg: &ModelArg) -> Result<CodecModel> {
     let dir = model_dir(arg);
-    CodecModel::load(&dir).with_context(|| format!("cannot load model {}", dir.display()))
+    CodecModel::load(&dir)
+        .map(|m| m.with_threads(arg.threads))
+        .with_context(|| format!("cannot load model {}", dir.display()))
 }
 
 fn pick_n_q(model: &CodecModel, rate: &RateArg) -> Result<usize> {
@@ -291,7 +296,7 @@ fn run(cli: Cli) -> Result<()> {
             let n_q = pick_n_q(&probe, &rate)?;
             let src = to_model_input(&probe, audio::read(&input)?, Channels::First)?;
             drop(probe);
-            let report = bench::run(&dir, &src.channels[0], n_q, repeat, streams)?;
+            let report = bench::run(&dir, &src.channels[0], n_q, repeat, streams, model.threads)?;
             println!("{report}");
             Ok(())
         }
