@@ -25,6 +25,16 @@ if ! "$PY" -c "import yaml" 2>/dev/null; then
 fi
 "$PY" -m unittest discover -s models -p 'test_*.py'
 
+# The VST3 plugin test runs the bundle in pedalboard (a headless VST3 host from PyPI) with numpy.
+if ! target/pyenv-plugin/bin/python -c "import pedalboard, numpy" 2>/dev/null; then
+  mkdir -p target
+  python3 -m venv target/pyenv-plugin 2>/dev/null || {
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv target/pyenv-plugin; }
+  target/pyenv-plugin/bin/pip install -q pedalboard==0.9.26 numpy==2.4.6
+fi
+export FUNCODEC_REQUIRE_PEDALBOARD=1
+
 # One profile for build and test (dev, with dependencies optimised: see Cargo.toml).
 cargo build --workspace --all-targets --locked
 mkdir -p target
