@@ -72,6 +72,9 @@ unsafe fn read_wstring(s: *const TChar) -> Option<String> {
     String::from_utf16(&v).ok()
 }
 
+/// Parameter points collected per block for sample-accurate automation.
+const MAX_POINTS: usize = 256;
+
 /// Runs `f`, turning a panic into `err`.
 fn guard<T>(err: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(err)
@@ -460,9 +463,21 @@ impl IAudioProcessorTrait for Vst3Monitor {
 }
 
 impl Vst3Monitor {
+    fn apply_points(&self, points: &[(i32, u32, u32, f64)]) {
+        for &(_, _, id, v) in points {
+            if let Some(p) = params::spec(id) {
+                self.params.set_from_host(id, p.from_normalized(v));
+            }
+        }
+    }
+
     unsafe fn process_inner(&self, d: &ProcessData) -> tresult {
         let _ftz = crate::DenormalGuard::new();
-        // Parameter changes: the last point of each queue applies from the start of the block.
+        // Parameter changes, sample-accurate: every point of every queue is collected on the
+        // stack (no allocation) and the block is split at their offsets. Beyond `MAX_POINTS` in
+        // one block, a queue's further points are applied at its last collected point's offset.
+        let mut points = [(0i32, 0u32, 0u32, 0f64); MAX_POINTS]; // (offset, order, id, normalised)
+        let mut np = 0usize;
         // SAFETY: host-provided or null.
         if let Some(changes) = unsafe { ComRef::from_raw(d.inputParameterChanges) } {
             let count = unsafe { changes.getParameterCount() };
@@ -471,19 +486,31 @@ impl Vst3Monitor {
                     continue;
                 };
                 let id = unsafe { q.getParameterId() };
-                let points = unsafe { q.getPointCount() };
-                let (mut offset, mut value) = (0i32, 0f64);
-                if points > 0
-                    && unsafe { q.getPoint(points - 1, &mut offset, &mut value) } == kResultOk
-                    && let Some(p) = params::spec(id)
-                {
-                    self.params.set_from_host(id, p.from_normalized(value));
+                if params::spec(id).is_none() {
+                    continue;
+                }
+                let count = unsafe { q.getPointCount() };
+                for k in 0..count {
+                    let (mut offset, mut value) = (0i32, 0f64);
+                    if unsafe { q.getPoint(k, &mut offset, &mut value) } != kResultOk {
+                        continue;
+                    }
+                    let slot = if np < MAX_POINTS {
+                        np += 1;
+                        np - 1
+                    } else {
+                        np - 1 // overwrite the last slot: keeps the final value
+                    };
+                    points[slot] = (offset.max(0), (i as u32) << 16 | k as u32, id, value);
                 }
             }
         }
+        let points = &mut points[..np];
+        points.sort_unstable_by_key(|p| (p.0, p.1));
         let n = d.numSamples.max(0) as usize;
         // SAFETY: process never runs concurrently with setActive.
         let Some(engine) = (unsafe { &mut *self.engine.get() }) else {
+            self.apply_points(points);
             return kResultOk;
         };
         if n == 0
@@ -492,7 +519,8 @@ impl Vst3Monitor {
             || d.inputs.is_null()
             || d.outputs.is_null()
         {
-            return kResultOk; // parameter flush or no buses
+            self.apply_points(points); // parameter flush, or no buses
+            return kResultOk;
         }
         engine.set_offline(self.offline.load(Ordering::Relaxed));
         // SAFETY: the host provides numInputs/numOutputs valid bus descriptions.
@@ -501,6 +529,7 @@ impl Vst3Monitor {
         let ins = unsafe { inb.__field0.channelBuffers32 };
         let outs = unsafe { outb.__field0.channelBuffers32 };
         if ins.is_null() || outs.is_null() || ch == 0 {
+            self.apply_points(points);
             return kResultOk;
         }
         let mut bufs: [&mut [f32]; MAX_CHANNELS] = [&mut [], &mut []];
@@ -518,9 +547,36 @@ impl Vst3Monitor {
                 *b = std::slice::from_raw_parts_mut(o, n);
             }
         }
-        outb.silenceFlags = 0;
-        let settings = self.params.settings();
-        engine.process(&mut bufs[..ch], &settings);
+        let mut next = 0;
+        let mut start = 0usize;
+        while start < n {
+            while next < points.len() && points[next].0 as usize <= start {
+                let (_, _, id, v) = points[next];
+                if let Some(p) = params::spec(id) {
+                    self.params.set_from_host(id, p.from_normalized(v));
+                }
+                next += 1;
+            }
+            let end = points
+                .get(next)
+                .map_or(n, |p| (p.0 as usize).clamp(start + 1, n));
+            let settings = self.params.settings();
+            let mut sub: [&mut [f32]; MAX_CHANNELS] = [&mut [], &mut []];
+            for (s, b) in sub.iter_mut().zip(bufs.iter_mut()).take(ch) {
+                *s = &mut b[start..end];
+            }
+            engine.process(&mut sub[..ch], &settings);
+            start = end;
+        }
+        // Points at or after the end of the block still apply (from the next block on).
+        self.apply_points(&points[next..]);
+        let mut silence = 0u64;
+        for (c, b) in bufs.iter().enumerate().take(ch) {
+            if b.iter().all(|v| *v == 0.0) {
+                silence |= 1 << c;
+            }
+        }
+        outb.silenceFlags = silence;
         let status = engine.status() as u32;
         if self.status.swap(status, Ordering::Relaxed) != status
             && let Some(out) = unsafe { ComRef::from_raw(d.outputParameterChanges) }

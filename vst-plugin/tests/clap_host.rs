@@ -497,8 +497,8 @@ fn survives_reset_reactivation_and_rate_changes() {
     }
 }
 
-/// Real-time mode, paced like a live host (one 64-sample block every 1.33 ms): the worker must
-/// keep up with no dropout (status stays OK).
+/// Real-time mode, paced like a live host (one 64-sample block every 1.33 ms at 48 kHz, stereo):
+/// the worker must keep up with no dropout (status stays OK), with the tiny and the default model.
 #[test]
 fn realtime_paced_without_dropouts() {
     let _s = serial();
@@ -506,34 +506,40 @@ fn realtime_paced_without_dropouts() {
     let rate = 48_000u32;
     let x = voice(rate, 3.0, 6000.0);
     let input = stereo(&x);
-    let mut r = Runner::new(&entry);
-    r.set_state(&tiny_model(), &[]);
-    r.set_offline(false);
-    r.activate(rate as f64, 64);
-    let lat = r.latency() as usize;
-    let period = Duration::from_secs_f64(64.0 / rate as f64);
-    let start = Instant::now();
-    let mut out = [Vec::new(), Vec::new()];
-    for (k, chunk) in (0..x.len() / 64).enumerate() {
-        let deadline = start + period * (k as u32);
-        if let Some(w) = deadline.checked_duration_since(Instant::now()) {
-            std::thread::sleep(w);
+    for (name, model) in [("tiny", tiny_model()), ("default", default_model())] {
+        let mut r = Runner::new(&entry);
+        r.set_state(&model, &[]);
+        r.set_offline(false);
+        r.activate(rate as f64, 64);
+        let lat = r.latency() as usize;
+        let period = Duration::from_secs_f64(64.0 / rate as f64);
+        let start = Instant::now();
+        let mut out = [Vec::new(), Vec::new()];
+        let mut late = 0;
+        for (k, chunk) in (0..x.len() / 64).enumerate() {
+            let deadline = start + period * (k as u32);
+            match deadline.checked_duration_since(Instant::now()) {
+                Some(w) => std::thread::sleep(w),
+                None => late += 1,
+            }
+            let block: Vec<Vec<f32>> = input
+                .iter()
+                .map(|c| c[chunk * 64..chunk * 64 + 64].to_vec())
+                .collect();
+            let o = r.process(&block, &[64], &[]);
+            out[0].extend_from_slice(&o[0]);
+            out[1].extend_from_slice(&o[1]);
         }
-        let block: Vec<Vec<f32>> = input
-            .iter()
-            .map(|c| c[chunk * 64..chunk * 64 + 64].to_vec())
-            .collect();
-        let o = r.process(&block, &[64], &[]);
-        out[0].extend_from_slice(&o[0]);
-        out[1].extend_from_slice(&o[1]);
+        let status = r.param(params::STATUS);
+        println!(
+            "real-time paced, {name} model, 48 kHz stereo / 64: status {} after {} s, \
+             latency {lat}, {late} callbacks started late",
+            params::STATUS_NAMES[status as usize],
+            x.len() / rate as usize
+        );
+        assert_eq!(status, 0.0, "{name} model: the worker missed deadlines");
+        assert!(rms(&out[0][lat..]) > 1e-4);
     }
-    let status = r.param(params::STATUS);
-    println!(
-        "real-time paced, tiny model, 48 kHz / 64: status {status} ({}), latency {lat}",
-        params::STATUS_NAMES[status as usize]
-    );
-    assert_eq!(status, 0.0, "the worker missed deadlines");
-    assert!(rms(&out[0][lat..]) > 1e-4);
 }
 
 /// The default model at 48 kHz, stereo, 64-sample blocks, rendered as fast as possible: must be
@@ -570,5 +576,43 @@ fn default_model_48k_64_faster_than_real_time() {
     for c in 0..2 {
         assert!(out[c].iter().all(|v| v.is_finite()));
         assert!(rms(&out[c][lat..]) > 1e-3 * rms(&input[c]));
+    }
+}
+
+/// NaN, infinities and subnormals in the input never reach the output: everything stays finite
+/// and no subnormal comes out (the clap-validator fuzzer checks the same), in every mode.
+#[test]
+fn hostile_input_values() {
+    let _s = serial();
+    let entry = entry();
+    let mut x = voice(48_000, 1.0, 6000.0);
+    for (i, v) in x.iter_mut().enumerate() {
+        match i % 97 {
+            0 => *v = f32::NAN,
+            1 => *v = f32::INFINITY,
+            2 => *v = f32::NEG_INFINITY,
+            3 => *v = 1e-41, // subnormal
+            4 => *v = -f32::MIN_POSITIVE / 3.0,
+            5 => *v = 1e30,
+            _ => {}
+        }
+    }
+    for (model, monitor) in [
+        (tiny_model(), 0.0),
+        (tiny_model(), 2.0),
+        ("/nonexistent".into(), 1.0),
+    ] {
+        let mut r = Runner::new(&entry);
+        r.set_state(&model, &[(params::MONITOR, monitor)]);
+        r.set_offline(true);
+        r.activate(48_000.0, 256);
+        let blocks = varying_blocks(x.len(), 256, 5);
+        let out = r.process(&stereo(&x), &blocks, &[]);
+        for c in &out {
+            assert!(
+                c.iter().all(|v| v.is_finite() && !v.is_subnormal()),
+                "{model}: non-finite or subnormal output"
+            );
+        }
     }
 }

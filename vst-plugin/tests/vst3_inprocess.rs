@@ -102,6 +102,60 @@ fn stream(bytes: Vec<u8>) -> ComWrapper<MemStream> {
     })
 }
 
+/// One parameter's automation points for a block.
+struct Queue {
+    id: u32,
+    points: Vec<(i32, f64)>,
+}
+impl Class for Queue {
+    type Interfaces = (IParamValueQueue,);
+}
+impl IParamValueQueueTrait for Queue {
+    unsafe fn getParameterId(&self) -> u32 {
+        self.id
+    }
+    unsafe fn getPointCount(&self) -> i32 {
+        self.points.len() as i32
+    }
+    unsafe fn getPoint(&self, i: i32, offset: *mut i32, value: *mut f64) -> tresult {
+        match self.points.get(i as usize) {
+            Some(&(o, v)) => {
+                unsafe {
+                    *offset = o;
+                    *value = v;
+                }
+                kResultOk
+            }
+            None => kInvalidArgument,
+        }
+    }
+    unsafe fn addPoint(&self, _o: i32, _v: f64, _i: *mut i32) -> tresult {
+        kResultFalse
+    }
+}
+
+/// The parameter changes of one block.
+struct Changes {
+    queues: Vec<ComWrapper<Queue>>,
+}
+impl Class for Changes {
+    type Interfaces = (IParameterChanges,);
+}
+impl IParameterChangesTrait for Changes {
+    unsafe fn getParameterCount(&self) -> i32 {
+        self.queues.len() as i32
+    }
+    unsafe fn getParameterData(&self, i: i32) -> *mut IParamValueQueue {
+        self.queues
+            .get(i as usize)
+            .and_then(|q| q.as_com_ref::<IParamValueQueue>())
+            .map_or(ptr::null_mut(), |r| r.as_ptr())
+    }
+    unsafe fn addParameterData(&self, _id: *const u32, _i: *mut i32) -> *mut IParamValueQueue {
+        ptr::null_mut()
+    }
+}
+
 struct Plugin {
     comp: ComPtr<IComponent>,
     proc: ComPtr<IAudioProcessor>,
@@ -170,6 +224,16 @@ impl Plugin {
     }
     /// Processes in place-separate buffers with blocks of `block`; counts allocations in process.
     fn run(&self, input: &[Vec<f32>], block: usize) -> Vec<Vec<f32>> {
+        self.run_with(input, block, &[])
+    }
+
+    /// Same, with parameter changes for given blocks: (block index, changes).
+    fn run_with(
+        &self,
+        input: &[Vec<f32>],
+        block: usize,
+        changes: &[(usize, &ComWrapper<Changes>)],
+    ) -> Vec<Vec<f32>> {
         let ch = input.len();
         let n = input[0].len() / block * block;
         let mut out = vec![vec![0f32; n]; ch];
@@ -203,7 +267,11 @@ impl Plugin {
                 numOutputs: 1,
                 inputs: &mut inb,
                 outputs: &mut outb,
-                inputParameterChanges: ptr::null_mut(),
+                inputParameterChanges: changes
+                    .iter()
+                    .find(|(b, _)| *b == k)
+                    .and_then(|(_, c)| c.as_com_ref::<IParameterChanges>())
+                    .map_or(ptr::null_mut(), |r| r.as_ptr()),
                 outputParameterChanges: ptr::null_mut(),
                 inputEvents: ptr::null_mut(),
                 outputEvents: ptr::null_mut(),
@@ -290,6 +358,51 @@ fn vst3_shell_in_process() {
     }
     let allocs = ALLOCS.load(Ordering::Relaxed);
     println!("VST3 process: {allocs} allocations/frees on the audio thread");
+    assert_eq!(allocs, 0);
+
+    // Sample-accurate automation: the output gain drops to -6.02 dB at sample 100 of block 1
+    // (20 ms ramp), the monitor switches from difference to dry at sample 0 of block 0.
+    p.set_state("@identity", &[(params::MONITOR, 2.0)]);
+    let lat = p.setup(48_000.0, 512, 1) as usize;
+    let x = voice(48_000, 1.0, 6000.0);
+    let gain = &PARAMS[params::GAIN as usize];
+    let mon = &PARAMS[params::MONITOR as usize];
+    let c0 = ComWrapper::new(Changes {
+        queues: vec![ComWrapper::new(Queue {
+            id: params::MONITOR,
+            points: vec![(0, mon.to_normalized(1.0))],
+        })],
+    });
+    let c1 = ComWrapper::new(Changes {
+        queues: vec![ComWrapper::new(Queue {
+            id: params::GAIN,
+            points: vec![
+                (50, gain.to_normalized(0.0)),
+                (100, gain.to_normalized(-6.0206)),
+            ],
+        })],
+    });
+    let out = p.run_with(std::slice::from_ref(&x), 512, &[(0, &c0), (10, &c1)]);
+    p.stop();
+    let o = &out[0];
+    let dry = |i: usize| if i >= lat { x[i - lat] } else { 0.0 };
+    let at = 10 * 512 + 100; // after the latency: audible
+    assert!(at > lat + 100);
+    // Monitor switched to dry in block 0 (during the silent start): exactly the delayed input
+    // up to the gain point.
+    assert!((0..at).all(|i| o[i] == dry(i)), "dry before the gain point");
+    // The gain ramp starts at its point, not at the block start, and ends 20 ms later at 0.5.
+    let k = (at..at + 100).find(|&i| dry(i).abs() > 1e-3).unwrap();
+    assert!(
+        (o[k] - dry(k)).abs() > 1e-7,
+        "ramp did not start at the point's offset"
+    );
+    assert!(
+        (at + 961..o.len()).all(|i| (o[i] - 0.5 * dry(i)).abs() < 1e-6),
+        "gain not applied"
+    );
+    let allocs = ALLOCS.load(Ordering::Relaxed);
+    println!("VST3 process with parameter changes: {allocs} allocations/frees on the audio thread");
     assert_eq!(allocs, 0);
 
     // State out: what was set, plus the model choice.

@@ -618,7 +618,8 @@ impl Engine {
             let mut pos = pos0;
             let mut pushed = 0u64;
             for v in buf[..n].iter_mut() {
-                let x = if v.is_finite() { *v } else { 0.0 };
+                // NaN/inf would poison the filters and the codec; subnormals are flushed.
+                let x = if v.is_normal() { *v } else { 0.0 };
                 if delayed {
                     let d = ch.delay[pos];
                     ch.delay[pos] = x;
