@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -33,13 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 CLIP_SECONDS = 10.0
 
 
-def timed(fn, repeat: int) -> float:
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+from parity_full import timed  # noqa: E402  (median wall time of `repeat` calls)
 
 
 def sgemm_peak() -> float:
