@@ -36,8 +36,11 @@ fi
 export FUNCODEC_REQUIRE_PEDALBOARD=1
 
 # One profile for build and test (dev, with dependencies optimised: see Cargo.toml).
-cargo build --workspace --all-targets --locked
+# One build, with the CUDA backend compiled in (no toolkit needed): the suite tests its fallback
+# here, and its GPU parity test wherever a GPU answers. Build and test use the same flags.
+CARGO_FLAGS=(--workspace --locked --features funcodec-core/cuda)
+cargo build "${CARGO_FLAGS[@]}" --all-targets
 mkdir -p target
 # pipefail: the status is cargo's; the log keeps the figures the tests print (parity, timings).
-cargo test --workspace --locked -- --nocapture 2>&1 | tee target/test.log
+cargo test "${CARGO_FLAGS[@]}" -- --nocapture 2>&1 | tee target/test.log
 echo "all tests passed"

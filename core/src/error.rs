@@ -18,6 +18,8 @@ pub enum Error {
     Audio(String),
     #[error("invalid codes: {0}")]
     Codes(String),
+    #[error("backend: {0}")]
+    Backend(String),
     #[error("invalid argument: {0}")]
     Argument(String),
     #[error(transparent)]

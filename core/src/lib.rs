@@ -5,6 +5,7 @@
 //! * [`stream`] is the streaming core: push samples, get frames of codes as soon as they are final.
 //! * [`bitstream`] is the project's framed code-stream format; [`codecs_txt`] is FunCodec's text format.
 
+pub mod backend;
 pub mod bitstream;
 pub mod codec;
 pub mod codecs_txt;
@@ -15,6 +16,7 @@ pub mod padding;
 pub mod rvq;
 pub mod stream;
 
+pub use backend::Backend;
 pub use codec::{Codes, Encoded, check_audio, peak_limit};
 pub use error::{Error, Result};
 pub use model::CodecModel;

@@ -7,14 +7,16 @@ use std::sync::{Arc, Mutex};
 
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::runtime::Runnable;
 
+use crate::backend::{Backend, Engine};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, Segment};
 use crate::padding::{PadSpec, pad1d};
 use crate::rvq::Codebooks;
 use crate::stream::step::StepGraph;
 
-type Plan = Arc<TypedRunnableModel>;
+pub(crate) type Plan = Arc<dyn Runnable>;
 
 /// Cloning is cheap (every part is shared), so a stream can hold its own `Arc<CodecModel>`.
 #[derive(Clone)]
@@ -27,6 +29,7 @@ pub struct CodecModel {
     pub codebooks: Arc<Codebooks>,
     executor: Executor,
     threads: usize,
+    engine: Engine,
 }
 
 /// A (channels × length) activation, row-major; reused across calls to avoid reallocating.
@@ -46,8 +49,31 @@ impl Activation {
 }
 
 impl CodecModel {
-    /// Loads and optimises a model folder written by `models/export.py`.
+    /// Loads and optimises a model folder written by `models/export.py`, for the CPU.
     pub fn load(dir: impl AsRef<Path>) -> Result<CodecModel> {
+        Self::load_on(dir, Engine::CPU)
+    }
+
+    /// Loads a model folder for a backend. With [`Backend::Auto`], a GPU that fails to take the
+    /// model falls back to the CPU; the returned note says which engine runs and why (log it).
+    pub fn load_with_backend(
+        dir: impl AsRef<Path>,
+        backend: Backend,
+    ) -> Result<(CodecModel, Option<String>)> {
+        let (engine, note) = Engine::resolve(backend)?;
+        match Self::load_on(dir.as_ref(), engine) {
+            Err(e) if backend == Backend::Auto && engine.is_gpu() => {
+                let model = Self::load_on(dir, Engine::CPU)?;
+                Ok((
+                    model,
+                    Some(format!("backend auto: using the CPU (the GPU failed: {e})")),
+                ))
+            }
+            other => other.map(|m| (m, note)),
+        }
+    }
+
+    fn load_on(dir: impl AsRef<Path>, engine: Engine) -> Result<CodecModel> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
             return Err(Error::Model {
@@ -58,16 +84,19 @@ impl CodecModel {
         let manifest = Manifest::load(&dir)?;
         let mut encoder = Vec::new();
         for seg in manifest.encoder.iter().flat_map(|e| &e.segments) {
-            encoder.push((seg.clone(), OfflineGraph::load(&manifest, &dir, &seg.file)?));
+            let graph = OfflineGraph::load(&manifest, &dir, &seg.file, engine)?;
+            encoder.push((seg.clone(), graph));
         }
         let decoder = match &manifest.decoder {
-            Some(d) => Some(Arc::new(OfflineGraph::load(&manifest, &dir, &d.file)?)),
+            Some(d) => Some(Arc::new(OfflineGraph::load(
+                &manifest, &dir, &d.file, engine,
+            )?)),
             None => None,
         };
         let steps = match &manifest.streaming {
             Some(st) => Some((
-                StepGraph::load(&manifest, &dir, &st.encoder, "encoder step")?,
-                StepGraph::load(&manifest, &dir, &st.decoder, "decoder step")?,
+                StepGraph::load(&manifest, &dir, &st.encoder, "encoder step", engine)?,
+                StepGraph::load(&manifest, &dir, &st.decoder, "decoder step", engine)?,
             )),
             None => None,
         };
@@ -88,6 +117,7 @@ impl CodecModel {
             codebooks: Arc::new(codebooks),
             executor: Executor::SingleThread,
             threads: 1,
+            engine,
         })
     }
 
@@ -112,6 +142,11 @@ impl CodecModel {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// The engine this handle's plans run on ("cpu" or "cuda").
+    pub fn backend(&self) -> &'static str {
+        self.engine.name()
     }
 
     /// Runs `f` with this handle's thread pool for tract.
@@ -199,14 +234,15 @@ impl CodecModel {
 pub(crate) struct OfflineGraph {
     file: String,
     bytes: Vec<u8>,
+    engine: Engine,
     symbolic: Plan,
     concrete: Mutex<Option<(Vec<usize>, Plan)>>,
 }
 
 impl OfflineGraph {
-    fn load(manifest: &Manifest, dir: &Path, file: &str) -> Result<OfflineGraph> {
+    fn load(manifest: &Manifest, dir: &Path, file: &str, engine: Engine) -> Result<OfflineGraph> {
         let bytes = manifest.read_checked(dir, file)?;
-        let symbolic = plan_from_bytes(&bytes, None).map_err(|msg| Error::ModelFile {
+        let symbolic = plan_from_bytes(&bytes, None, engine).map_err(|msg| Error::ModelFile {
             path: dir.to_path_buf(),
             file: file.into(),
             msg,
@@ -214,6 +250,7 @@ impl OfflineGraph {
         Ok(OfflineGraph {
             file: file.into(),
             bytes,
+            engine,
             symbolic,
             concrete: Mutex::new(None),
         })
@@ -231,7 +268,7 @@ impl OfflineGraph {
         if !want_concrete {
             return self.symbolic.clone();
         }
-        match plan_from_bytes(&self.bytes, Some(shape)) {
+        match plan_from_bytes(&self.bytes, Some(shape), self.engine) {
             Ok(plan) => {
                 *cache = Some((shape.to_vec(), plan.clone()));
                 plan
@@ -247,7 +284,11 @@ impl OfflineGraph {
     }
 }
 
-fn plan_from_bytes(bytes: &[u8], shape: Option<&[usize]>) -> std::result::Result<Plan, String> {
+fn plan_from_bytes(
+    bytes: &[u8],
+    shape: Option<&[usize]>,
+    engine: Engine,
+) -> std::result::Result<Plan, String> {
     let mut model = tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])
         .map_err(|e| format!("not a loadable ONNX graph: {e:#}"))?;
@@ -256,15 +297,19 @@ fn plan_from_bytes(bytes: &[u8], shape: Option<&[usize]>) -> std::result::Result
             .with_input_fact(0, f32::fact(shape).into())
             .map_err(|e| format!("cannot set input shape: {e:#}"))?;
     }
-    model
-        .into_optimized()
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| format!("cannot optimise graph: {e:#}"))
+    engine
+        .prepare(model)
+        .map_err(|e| format!("cannot optimise graph for {engine:?}: {e:#}"))
 }
 
-pub(crate) fn load_plan(manifest: &Manifest, dir: &Path, file: &str) -> Result<Plan> {
+pub(crate) fn load_plan(
+    manifest: &Manifest,
+    dir: &Path,
+    file: &str,
+    engine: Engine,
+) -> Result<Plan> {
     let bytes = manifest.read_checked(dir, file)?;
-    plan_from_bytes(&bytes, None).map_err(|msg| Error::ModelFile {
+    plan_from_bytes(&bytes, None, engine).map_err(|msg| Error::ModelFile {
         path: dir.to_path_buf(),
         file: file.into(),
         msg,

@@ -40,14 +40,31 @@ pub fn model_dir(property: Option<&str>) -> PathBuf {
     }
 }
 
-/// Inference backend. Only the CPU (tract) backend exists so far; a CUDA one is issue 7.
+/// Where the network runs (the `backend` property); the core resolves it when the model loads.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstFuncodecBackend")]
 pub enum Backend {
     #[default]
-    #[enum_value(name = "CPU (tract, one thread per stream)", nick = "cpu")]
+    #[enum_value(name = "CPU (tract)", nick = "cpu")]
     Cpu = 0,
+    #[enum_value(
+        name = "CUDA (tract-cuda; plugin built with the `cuda` feature and a GPU driver)",
+        nick = "cuda"
+    )]
+    Cuda = 1,
+    #[enum_value(name = "CUDA when available, else the CPU", nick = "auto")]
+    Auto = 2,
+}
+
+impl From<Backend> for funcodec_core::Backend {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Cpu => funcodec_core::Backend::Cpu,
+            Backend::Cuda => funcodec_core::Backend::Cuda,
+            Backend::Auto => funcodec_core::Backend::Auto,
+        }
+    }
 }
 
 /// How a stream runs the model (the `mode` property).
@@ -73,20 +90,25 @@ pub enum Mode {
     Windowed = 2,
 }
 
-/// The streaming settings both codec elements share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The settings both codec elements share: the model, where and how it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSettings {
+    /// The `model` property (None: `$FUNCODEC_MODEL`, else the bundled model).
+    pub model: Option<String>,
     pub mode: Mode,
     pub window: WindowConfig,
     pub threads: u32,
+    pub backend: Backend,
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
         StreamSettings {
+            model: None,
             mode: Mode::Auto,
             window: WindowConfig::default(),
             threads: 1,
+            backend: Backend::Cpu,
         }
     }
 }
@@ -102,18 +124,35 @@ impl StreamSettings {
         }
     }
 
-    /// This element's handle on a (shared, cached) model: its own thread pool when `threads` > 1.
-    pub fn model_handle(&self, model: Arc<CodecModel>) -> Arc<CodecModel> {
-        if self.threads <= 1 {
-            return model;
-        }
-        Arc::new((*model).clone().with_threads(self.threads as usize))
+    /// The model folder these settings name.
+    pub fn model_dir(&self) -> PathBuf {
+        model_dir(self.model.as_deref())
     }
 
-    /// The `mode`, `window-context`, `window-block`, `window-lookahead` and `threads` properties.
-    pub fn properties() -> Vec<glib::ParamSpec> {
+    /// This element's handle on the (shared, cached) model for its backend, with its own thread
+    /// pool when `threads` > 1; plus a note on the engine `backend=auto` chose.
+    pub fn model_handle(&self) -> Result<(Arc<CodecModel>, Option<String>), String> {
+        let (model, note) = load_model(&self.model_dir(), self.backend.into())?;
+        if self.threads <= 1 {
+            return Ok((model, note));
+        }
+        let own = (*model).clone().with_threads(self.threads as usize);
+        Ok((Arc::new(own), note))
+    }
+
+    /// The `model`, `mode`, `window-context`, `window-block`, `window-lookahead`, `threads` and
+    /// `backend` properties; `model_note` is the element's own sentence about the folder.
+    pub fn properties(model_note: &str) -> Vec<glib::ParamSpec> {
         let d = WindowConfig::default();
         vec![
+            glib::ParamSpecString::builder("model")
+                .nick("Model folder")
+                .blurb(&format!(
+                    "Exported FunCodec model folder{model_note}. Unset: ${MODEL_ENV}, else the \
+                     bundled {BUNDLED_MODEL}. Reading it gives the folder that will be used"
+                ))
+                .mutable_ready()
+                .build(),
             glib::ParamSpecEnum::builder_with_default("mode", Mode::default())
                 .nick("Streaming mode")
                 .blurb(
@@ -158,6 +197,14 @@ impl StreamSettings {
                 .default_value(1)
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecEnum::builder_with_default("backend", Backend::default())
+                .nick("Backend")
+                .blurb(
+                    "Where the network runs: cpu; cuda (an error if this build or machine has \
+                     none); auto (CUDA when a driver and device answer, else the CPU, logged)",
+                )
+                .mutable_ready()
+                .build(),
         ]
     }
 
@@ -165,11 +212,13 @@ impl StreamSettings {
     pub fn set(&mut self, name: &str, value: &glib::Value) -> bool {
         let uint = |v: &glib::Value| v.get::<u32>().expect("type checked upstream") as usize;
         match name {
+            "model" => self.model = value.get().expect("type checked upstream"),
             "mode" => self.mode = value.get().expect("type checked upstream"),
             "window-context" => self.window.context = uint(value),
             "window-block" => self.window.block = uint(value).max(1),
             "window-lookahead" => self.window.lookahead = uint(value),
             "threads" => self.threads = value.get::<u32>().expect("type checked upstream").max(1),
+            "backend" => self.backend = value.get().expect("type checked upstream"),
             _ => return false,
         }
         true
@@ -177,22 +226,28 @@ impl StreamSettings {
 
     pub fn get(&self, name: &str) -> Option<glib::Value> {
         Some(match name {
+            "model" => self.model_dir().to_string_lossy().into_owned().to_value(),
             "mode" => self.mode.to_value(),
             "window-context" => (self.window.context as u32).to_value(),
             "window-block" => (self.window.block as u32).to_value(),
             "window-lookahead" => (self.window.lookahead as u32).to_value(),
             "threads" => self.threads.to_value(),
+            "backend" => self.backend.to_value(),
             _ => return None,
         })
     }
 }
 
-static MODELS: LazyLock<Mutex<HashMap<PathBuf, Weak<CodecModel>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+type ModelCache = HashMap<(PathBuf, funcodec_core::Backend), Weak<CodecModel>>;
+static MODELS: LazyLock<Mutex<ModelCache>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// Loads a model folder, or returns the one already loaded from the same folder in this process
-/// (models are immutable and shared across streams). The error says what is wrong and which folder.
-pub fn load_model(dir: &Path) -> Result<Arc<CodecModel>, String> {
+/// Loads a model folder for a backend, or returns the one already loaded from the same folder for
+/// the same backend in this process (models are immutable and shared across streams). The error
+/// says what is wrong and which folder; the note says which engine `auto` chose.
+pub fn load_model(
+    dir: &Path,
+    backend: funcodec_core::Backend,
+) -> Result<(Arc<CodecModel>, Option<String>), String> {
     let key = std::fs::canonicalize(dir).map_err(|e| {
         let hint = if dir == Path::new(BUNDLED_MODEL) {
             format!(
@@ -204,16 +259,17 @@ pub fn load_model(dir: &Path) -> Result<Arc<CodecModel>, String> {
         };
         format!("cannot open model folder {}: {e}{hint}", dir.display())
     })?;
+    let key = (key, backend);
     let mut cache = MODELS.lock();
     if let Some(model) = cache.get(&key).and_then(Weak::upgrade) {
-        return Ok(model);
+        return Ok((model, None));
     }
-    let model = Arc::new(
-        CodecModel::load(&key).map_err(|e| format!("cannot load model {}: {e}", dir.display()))?,
-    );
+    let (model, note) = CodecModel::load_with_backend(&key.0, backend)
+        .map_err(|e| format!("cannot load model {}: {e}", dir.display()))?;
+    let model = Arc::new(model);
     cache.retain(|_, m| m.strong_count() > 0);
     cache.insert(key, Arc::downgrade(&model));
-    Ok(model)
+    Ok((model, note))
 }
 
 /// Lower-case hex of the model's 16-byte fingerprint (what the bitstream header stores).

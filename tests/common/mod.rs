@@ -87,6 +87,12 @@ pub const TIE_MARGIN: f64 = 1e-5;
 /// tie is accepted (and the rest of that frame, whose residual then differs, is not compared).
 /// Returns the number of ties met.
 pub fn assert_codes_match(ours: &[Vec<u16>], run: &Run, what: &str) -> usize {
+    assert_codes_match_within(ours, run, what, TIE_MARGIN)
+}
+
+/// As [`assert_codes_match`], with frames allowed to differ where FunCodec's relative margin is
+/// below `margin`; returns how many did.
+pub fn assert_codes_match_within(ours: &[Vec<u16>], run: &Run, what: &str, margin: f64) -> usize {
     assert_eq!(ours.len(), run.codes.len(), "{what}: quantizer count");
     let frames = run.codes[0].len();
     let mut ties = 0;
@@ -96,7 +102,7 @@ pub fn assert_codes_match(ours: &[Vec<u16>], run: &Run, what: &str) -> usize {
             if row[t] != run.codes[q][t] {
                 let m = run.margins[q][t];
                 assert!(
-                    m < TIE_MARGIN,
+                    m < margin,
                     "{what}: code differs at quantizer {q} frame {t} (FunCodec margin {m:e})"
                 );
                 ties += 1;

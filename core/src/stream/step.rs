@@ -4,16 +4,17 @@
 //! owns the state tensors and tract's execution state, so one loaded model serves any number of streams.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::runtime::State;
 
+use crate::backend::Engine;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, StepGraphInfo};
-use crate::model::load_plan;
+use crate::model::{Plan, load_plan};
 
 pub struct StepGraph {
-    plan: Arc<TypedRunnableModel>,
+    plan: Plan,
     states: Vec<Vec<usize>>,
     in_shape: Vec<usize>,
     in_len: usize,
@@ -29,10 +30,10 @@ impl StepGraph {
         dir: &Path,
         info: &StepGraphInfo,
         stage: &'static str,
+        engine: Engine,
     ) -> Result<StepGraph> {
-        let plan = load_plan(manifest, dir, &info.file)?;
-        let model = plan.model();
-        let (n_in, n_out) = (model.inputs.len(), model.outputs.len());
+        let plan = load_plan(manifest, dir, &info.file, engine)?;
+        let (n_in, n_out) = (plan.input_count(), plan.output_count());
         if n_in != 1 + info.states.len() || n_out != 1 + info.states.len() {
             return Err(Error::ModelFile {
                 path: dir.to_path_buf(),
@@ -135,6 +136,6 @@ impl StepGraph {
 
 /// Per-stream execution state of one step graph.
 pub struct StepRunner {
-    exec: TypedSimpleState,
+    exec: Box<dyn State>,
     states: Vec<Tensor>,
 }

@@ -53,14 +53,100 @@ impl WindowConfig {
     }
 }
 
-pub struct WindowedEncoder {
-    model: Arc<CodecModel>,
+/// The frames a windowed coder holds and the scheduling both directions share: which window to run
+/// next, and dropping what no later window's context needs.
+struct FrameWindow {
     cfg: WindowConfig,
-    /// Samples from frame `buf_start` on.
+    /// Values per frame (samples per hop for the encoder, latent dimension for the decoder).
+    width: usize,
+    /// Frames from frame `buf_start` on, frame-major.
     buf: Vec<f32>,
     buf_start: usize,
     frames_in: usize,
+    /// The first frame not coded yet.
     next: usize,
+}
+
+/// One window to run: frames `start..end` in, frames `next..next + count` of it kept.
+struct Job {
+    start: usize,
+    end: usize,
+    count: usize,
+}
+
+impl FrameWindow {
+    fn new(cfg: WindowConfig, width: usize) -> Self {
+        FrameWindow {
+            cfg,
+            width,
+            buf: Vec::new(),
+            buf_start: 0,
+            frames_in: 0,
+            next: 0,
+        }
+    }
+
+    fn push(&mut self, frame: &[f32]) {
+        self.buf.extend_from_slice(frame);
+        self.frames_in += 1;
+    }
+
+    fn job(&self, count: usize, end: usize) -> Job {
+        let start = self
+            .next
+            .saturating_sub(self.cfg.context)
+            .max(self.buf_start);
+        Job { start, end, count }
+    }
+
+    /// The next full block whose look-ahead has arrived.
+    fn ready(&self) -> Option<Job> {
+        let end = self.next + self.cfg.block + self.cfg.lookahead;
+        (self.frames_in >= end).then(|| self.job(self.cfg.block, end))
+    }
+
+    /// At end of stream: the next block, with whatever look-ahead there is.
+    fn remaining(&self) -> Option<Job> {
+        (self.next < self.frames_in).then(|| {
+            self.job(
+                self.cfg.block.min(self.frames_in - self.next),
+                self.frames_in,
+            )
+        })
+    }
+
+    /// The window's frames, frame-major.
+    fn frames(&self, job: &Job) -> &[f32] {
+        &self.buf
+            [(job.start - self.buf_start) * self.width..(job.end - self.buf_start) * self.width]
+    }
+
+    /// Marks the job's block coded and keeps only what the next window's context needs.
+    fn done(&mut self, job: &Job) {
+        self.next += job.count;
+        let keep_from = self
+            .next
+            .saturating_sub(self.cfg.context)
+            .max(self.buf_start);
+        self.buf.drain(..(keep_from - self.buf_start) * self.width);
+        self.buf_start = keep_from;
+    }
+
+    fn reset(&mut self) {
+        self.buf.clear();
+        self.buf_start = 0;
+        self.frames_in = 0;
+        self.next = 0;
+    }
+
+    fn state_bytes(&self) -> usize {
+        (self.cfg.context + self.cfg.block + self.cfg.lookahead) * self.width * 4
+    }
+}
+
+pub struct WindowedEncoder {
+    model: Arc<CodecModel>,
+    frames: FrameWindow,
     latent: Vec<f32>,
     scratch: Vec<f32>,
 }
@@ -68,27 +154,18 @@ pub struct WindowedEncoder {
 impl WindowedEncoder {
     pub fn new(model: Arc<CodecModel>, cfg: WindowConfig) -> Result<Self> {
         cfg.check(&model)?;
-        let dim = model.latent_dim();
+        let (dim, hop) = (model.latent_dim(), model.hop());
         Ok(WindowedEncoder {
             model,
-            cfg,
-            buf: Vec::new(),
-            buf_start: 0,
-            frames_in: 0,
-            next: 0,
+            frames: FrameWindow::new(cfg, hop),
             latent: vec![0.0; dim],
             scratch: Vec::new(),
         })
     }
 
-    /// Codes frames `next..next+count` from the window around them (ending at `end` frames).
-    fn run(&mut self, count: usize, end: usize, emit: &mut Emit<'_>) -> Result<()> {
-        let hop = self.model.hop();
-        let start = self
-            .next
-            .saturating_sub(self.cfg.context)
-            .max(self.buf_start);
-        let mut x = self.buf[(start - self.buf_start) * hop..(end - self.buf_start) * hop].to_vec();
+    /// Codes the job's block from its window of samples.
+    fn run(&mut self, job: Job, emit: &mut Emit<'_>) -> Result<()> {
+        let mut x = self.frames.frames(&job).to_vec();
         let norm = &self.model.manifest.input_normalization;
         if norm.kind == "utterance_rms" {
             let ms = x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / x.len() as f64;
@@ -103,54 +180,41 @@ impl WindowedEncoder {
             &mut self.scratch,
         )?;
         let frames = z.len();
-        for t in self.next - start..self.next - start + count {
+        let first = self.frames.next - job.start;
+        for t in first..first + job.count {
             for (c, v) in self.latent.iter_mut().enumerate() {
                 *v = z.data[c * frames + t];
             }
             emit(&self.latent)?;
         }
-        self.next += count;
-        // Keep only what the next window's context needs.
-        let keep_from = self
-            .next
-            .saturating_sub(self.cfg.context)
-            .max(self.buf_start);
-        self.buf.drain(..(keep_from - self.buf_start) * hop);
-        self.buf_start = keep_from;
+        self.frames.done(&job);
         Ok(())
     }
 }
 
 impl LatentEncoder for WindowedEncoder {
     fn push_frame(&mut self, frame: &[f32], emit: &mut Emit<'_>) -> Result<()> {
-        self.buf.extend_from_slice(frame);
-        self.frames_in += 1;
-        let (b, la) = (self.cfg.block, self.cfg.lookahead);
-        while self.frames_in >= self.next + b + la {
-            self.run(b, self.next + b + la, emit)?;
+        self.frames.push(frame);
+        while let Some(job) = self.frames.ready() {
+            self.run(job, emit)?;
         }
         Ok(())
     }
     fn drain(&mut self, emit: &mut Emit<'_>) -> Result<()> {
-        while self.next < self.frames_in {
-            let count = self.cfg.block.min(self.frames_in - self.next);
-            self.run(count, self.frames_in, emit)?;
+        while let Some(job) = self.frames.remaining() {
+            self.run(job, emit)?;
         }
         self.reset()
     }
     fn reset(&mut self) -> Result<()> {
-        self.buf.clear();
-        self.buf_start = 0;
-        self.frames_in = 0;
-        self.next = 0;
+        self.frames.reset();
         Ok(())
     }
     fn lookahead_samples(&self) -> usize {
-        self.cfg.lookahead_samples(self.model.hop())
+        self.frames.cfg.lookahead_samples(self.model.hop())
     }
     fn state_bytes(&self) -> usize {
-        let window = self.cfg.context + self.cfg.block + self.cfg.lookahead;
-        (window * self.model.hop() + self.latent.len()) * 4
+        self.frames.state_bytes() + self.latent.len() * 4
     }
 }
 
@@ -159,12 +223,8 @@ const CROSSFADE: usize = 160;
 
 pub struct WindowedDecoder {
     model: Arc<CodecModel>,
-    cfg: WindowConfig,
-    /// Latent frames (frame-major, `dim` each) from frame `buf_start` on.
-    buf: Vec<f32>,
-    buf_start: usize,
-    frames_in: usize,
-    next: usize,
+    /// Latent frames (`dim` values each).
+    frames: FrameWindow,
     /// The previous window's output just past its block, to cross-fade into.
     tail: Vec<f32>,
     scratch: Vec<f32>,
@@ -173,91 +233,70 @@ pub struct WindowedDecoder {
 impl WindowedDecoder {
     pub fn new(model: Arc<CodecModel>, cfg: WindowConfig) -> Result<Self> {
         cfg.check(&model)?;
+        let dim = model.latent_dim();
         Ok(WindowedDecoder {
             model,
-            cfg,
-            buf: Vec::new(),
-            buf_start: 0,
-            frames_in: 0,
-            next: 0,
+            frames: FrameWindow::new(cfg, dim),
             tail: Vec::new(),
             scratch: Vec::new(),
         })
     }
 
-    fn run(&mut self, count: usize, end: usize, emit: &mut Emit<'_>) -> Result<()> {
+    fn run(&mut self, job: Job, emit: &mut Emit<'_>) -> Result<()> {
         let (hop, dim) = (self.model.hop(), self.model.latent_dim());
-        let start = self
-            .next
-            .saturating_sub(self.cfg.context)
-            .max(self.buf_start);
-        let frames = end - start;
+        let frames = job.end - job.start;
         let mut z = Activation {
             data: vec![0.0; dim * frames],
             channels: dim,
         };
-        let base = (start - self.buf_start) * dim;
-        for t in 0..frames {
-            for c in 0..dim {
-                z.data[c * frames + t] = self.buf[base + t * dim + c];
+        for (t, frame) in self.frames.frames(&job).chunks_exact(dim).enumerate() {
+            for (c, &v) in frame.iter().enumerate() {
+                z.data[c * frames + t] = v;
             }
         }
         let y = self.model.decode_latent(&z, &mut self.scratch)?;
-        let from = (self.next - start) * hop;
-        let mut block = y[from..from + count * hop].to_vec();
+        let from = (self.frames.next - job.start) * hop;
+        let to = from + job.count * hop;
+        let mut block = y[from..to].to_vec();
         let fade = CROSSFADE.min(self.tail.len()).min(block.len());
         for (i, v) in block[..fade].iter_mut().enumerate() {
             let w = (i as f32 + 0.5) / fade as f32;
             *v = w * *v + (1.0 - w) * self.tail[i];
         }
         self.tail.clear();
-        self.tail.extend_from_slice(
-            &y[from + count * hop..(from + count * hop + CROSSFADE).min(y.len())],
-        );
+        self.tail
+            .extend_from_slice(&y[to..(to + CROSSFADE).min(y.len())]);
         for f in block.chunks(hop) {
             emit(f)?;
         }
-        self.next += count;
-        let keep_from = self
-            .next
-            .saturating_sub(self.cfg.context)
-            .max(self.buf_start);
-        self.buf.drain(..(keep_from - self.buf_start) * dim);
-        self.buf_start = keep_from;
+        self.frames.done(&job);
         Ok(())
     }
 }
 
 impl LatentDecoder for WindowedDecoder {
     fn push_latent(&mut self, z: &[f32], emit: &mut Emit<'_>) -> Result<()> {
-        self.buf.extend_from_slice(z);
-        self.frames_in += 1;
-        let (b, la) = (self.cfg.block, self.cfg.lookahead);
-        while self.frames_in >= self.next + b + la {
-            self.run(b, self.next + b + la, emit)?;
+        self.frames.push(z);
+        while let Some(job) = self.frames.ready() {
+            self.run(job, emit)?;
         }
         Ok(())
     }
     fn drain(&mut self, emit: &mut Emit<'_>) -> Result<()> {
-        while self.next < self.frames_in {
-            let count = self.cfg.block.min(self.frames_in - self.next);
-            self.run(count, self.frames_in, emit)?;
+        while let Some(job) = self.frames.remaining() {
+            self.run(job, emit)?;
         }
         self.reset()
     }
     fn reset(&mut self) -> Result<()> {
-        self.buf.clear();
+        self.frames.reset();
         self.tail.clear();
-        self.buf_start = 0;
-        self.frames_in = 0;
-        self.next = 0;
         Ok(())
     }
     fn lookahead_samples(&self) -> usize {
-        self.cfg.lookahead_samples(self.model.hop())
+        self.frames.cfg.lookahead_samples(self.model.hop())
     }
     fn state_bytes(&self) -> usize {
-        let window = self.cfg.context + self.cfg.block + self.cfg.lookahead;
-        (window * self.model.latent_dim() + CROSSFADE) * 4
+        self.frames.state_bytes() + CROSSFADE * 4
     }
 }

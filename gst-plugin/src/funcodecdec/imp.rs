@@ -34,7 +34,7 @@ use gst_audio::prelude::*;
 use gst_audio::subclass::prelude::*;
 use parking_lot::Mutex;
 
-use crate::common::{self, Backend, StreamSettings};
+use crate::common::{self, StreamSettings};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -52,8 +52,6 @@ const MAX_GAP_FILL_FRAMES: u64 = 250;
 
 #[derive(Debug, Clone, Default)]
 struct Settings {
-    model: Option<String>,
-    backend: Backend,
     stream: StreamSettings,
 }
 
@@ -441,56 +439,27 @@ impl ObjectSubclass for FuncodecDec {
 impl ObjectImpl for FuncodecDec {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let mut v = vec![
-                glib::ParamSpecString::builder("model")
-                    .nick("Model folder")
-                    .blurb(&format!(
-                        "Exported FunCodec model folder; must be the encoder's model (the stream \
-                         header's model hash is checked). Unset: ${}, else the bundled {}. \
-                         Reading it gives the folder that will be used",
-                        common::MODEL_ENV,
-                        common::BUNDLED_MODEL
-                    ))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("backend", Backend::default())
-                    .nick("Backend")
-                    .blurb("Inference backend (only the CPU backend exists so far)")
-                    .mutable_ready()
-                    .build(),
-            ];
-            v.extend(StreamSettings::properties());
-            v
+            StreamSettings::properties(
+                "; must be the encoder's model (the stream header's model hash is checked)",
+            )
         });
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut s = self.settings.lock();
-        match pspec.name() {
-            "model" => s.model = value.get().expect("type checked upstream"),
-            "backend" => s.backend = value.get().expect("type checked upstream"),
-            other => {
-                if !s.stream.set(other, value) {
-                    unimplemented!("property {other}")
-                }
-            }
+        let name = pspec.name();
+        if !self.settings.lock().stream.set(name, value) {
+            unimplemented!("property {name}")
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let s = self.settings.lock();
-        match pspec.name() {
-            "model" => common::model_dir(s.model.as_deref())
-                .to_string_lossy()
-                .into_owned()
-                .to_value(),
-            "backend" => s.backend.to_value(),
-            other => s
-                .stream
-                .get(other)
-                .unwrap_or_else(|| unimplemented!("property {other}")),
-        }
+        let name = pspec.name();
+        self.settings
+            .lock()
+            .stream
+            .get(name)
+            .unwrap_or_else(|| unimplemented!("property {name}"))
     }
 
     fn constructed(&self) {
@@ -546,10 +515,14 @@ impl ElementImpl for FuncodecDec {
 impl AudioDecoderImpl for FuncodecDec {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().clone();
-        let dir = common::model_dir(settings.model.as_deref());
-        let model = common::load_model(&dir)
+        let dir = settings.stream.model_dir();
+        let (model, note) = settings
+            .stream
+            .model_handle()
             .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ["{e}"]))?;
-        let model = settings.stream.model_handle(model);
+        if let Some(note) = note {
+            gst::info!(CAT, imp = self, "{note}");
+        }
         let mode = settings.stream.core_mode(&model);
         let dec = StreamDecoder::with_mode(model.clone(), mode).map_err(|e| {
             gst::error_msg!(

@@ -29,7 +29,7 @@ use gst_audio::prelude::*;
 use gst_audio::subclass::prelude::*;
 use parking_lot::Mutex;
 
-use crate::common::{self, Backend, StreamSettings};
+use crate::common::{self, StreamSettings};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -46,10 +46,8 @@ const MAX_N_Q: u32 = 64;
 
 #[derive(Debug, Clone, Default)]
 struct Settings {
-    model: Option<String>,
     bitrate: i32,
     n_q: u32,
-    backend: Backend,
     stream: StreamSettings,
 }
 
@@ -230,17 +228,6 @@ impl ObjectImpl for FuncodecEnc {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let mut v = vec![
-                glib::ParamSpecString::builder("model")
-                    .nick("Model folder")
-                    .blurb(&format!(
-                        "Exported FunCodec model folder (manifest.json, ONNX step graphs, \
-                         codebooks). Unset: ${}, else the bundled {}. Reading it gives the \
-                         folder that will be used",
-                        common::MODEL_ENV,
-                        common::BUNDLED_MODEL
-                    ))
-                    .mutable_ready()
-                    .build(),
                 glib::ParamSpecInt::builder("bitrate")
                     .nick("Bit rate")
                     .blurb(
@@ -264,13 +251,10 @@ impl ObjectImpl for FuncodecEnc {
                     .default_value(DEFAULT_N_Q)
                     .mutable_playing()
                     .build(),
-                glib::ParamSpecEnum::builder_with_default("backend", Backend::default())
-                    .nick("Backend")
-                    .blurb("Inference backend (only the CPU backend exists so far)")
-                    .mutable_ready()
-                    .build(),
             ];
-            v.extend(StreamSettings::properties());
+            v.extend(StreamSettings::properties(
+                " (manifest.json, ONNX graphs, codebooks)",
+            ));
             v
         });
         PROPERTIES.as_ref()
@@ -279,10 +263,8 @@ impl ObjectImpl for FuncodecEnc {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = self.settings.lock();
         match pspec.name() {
-            "model" => s.model = value.get().expect("type checked upstream"),
             "bitrate" => s.bitrate = value.get().expect("type checked upstream"),
             "n-q" => s.n_q = value.get().expect("type checked upstream"),
-            "backend" => s.backend = value.get().expect("type checked upstream"),
             other => {
                 if !s.stream.set(other, value) {
                     unimplemented!("property {other}")
@@ -294,13 +276,8 @@ impl ObjectImpl for FuncodecEnc {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings.lock();
         match pspec.name() {
-            "model" => common::model_dir(s.model.as_deref())
-                .to_string_lossy()
-                .into_owned()
-                .to_value(),
             "bitrate" => s.bitrate.to_value(),
             "n-q" => s.n_q.to_value(),
-            "backend" => s.backend.to_value(),
             other => s
                 .stream
                 .get(other)
@@ -361,10 +338,14 @@ impl ElementImpl for FuncodecEnc {
 impl AudioEncoderImpl for FuncodecEnc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().clone();
-        let dir = common::model_dir(settings.model.as_deref());
-        let model = common::load_model(&dir)
+        let dir = settings.stream.model_dir();
+        let (model, note) = settings
+            .stream
+            .model_handle()
             .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ["{e}"]))?;
-        let model = settings.stream.model_handle(model);
+        if let Some(note) = note {
+            gst::info!(CAT, imp = self, "{note}");
+        }
         let (n_q, _) = settings.n_q_for(&model);
         let mode = settings.stream.core_mode(&model);
         let enc = StreamEncoder::with_mode(model.clone(), n_q, mode).map_err(|e| {

@@ -42,13 +42,18 @@ pub fn bundles() -> (PathBuf, PathBuf) {
     let out = profile_dir().parent().unwrap().join("bundles");
     let lib = profile_dir().join("libfuncodec_monitor.so");
     BUNDLE.call_once(|| {
+        // Bundle the library the workspace build made; building it here, for this package alone,
+        // would unify features differently and rebuild the whole dependency tree.
+        assert!(
+            lib.exists(),
+            "{} is missing: run `cargo build --workspace` first (scripts/test.sh does)",
+            lib.display()
+        );
         let mut cmd = Command::new("bash");
-        cmd.arg(repo().join("vst-plugin/bundle.sh"));
+        cmd.arg(repo().join("vst-plugin/bundle.sh"))
+            .arg("--no-build");
         if profile_dir().file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
-        }
-        if let Some(cargo) = std::env::var_os("CARGO") {
-            cmd.env("CARGO", cargo);
         }
         let st = cmd
             .arg("--lib")

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use funcodec_core::{CodecModel, Codes, StreamDecoder, StreamEncoder};
+use funcodec_core::{Backend, CodecModel, Codes, StreamDecoder, StreamEncoder};
 use serde_json::json;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -39,6 +39,7 @@ pub fn run(
     repeat: usize,
     streams: usize,
     threads: usize,
+    backend: Backend,
 ) -> Result<serde_json::Value> {
     let repeat = repeat.max(1);
     let rss0 = rss_bytes();
@@ -46,7 +47,11 @@ pub fn run(
     let mut model = None;
     for _ in 0..repeat.min(3) {
         let t = Instant::now();
-        model = Some(CodecModel::load(dir)?.with_threads(threads));
+        model = Some(
+            CodecModel::load_with_backend(dir, backend)?
+                .0
+                .with_threads(threads),
+        );
         load_t.push(t.elapsed().as_secs_f64());
     }
     let model = model.expect("loaded at least once");
@@ -68,6 +73,7 @@ pub fn run(
     let mut out = json!({
         "model_id": model.manifest.model_id,
         "threads": model.threads(),
+        "backend": model.backend(),
         "audio_s": audio_s, "n_q": n_q, "frames": codes.frames,
         "load_s": median(load_t),
         "offline": {"encode_s": median(enc_t.clone()), "decode_s": median(dec_t.clone()),

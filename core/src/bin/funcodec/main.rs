@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use funcodec_core::bitstream::{self, StreamHeader};
 use funcodec_core::codecs_txt::{self, CodecsEntry};
 use funcodec_core::stream::{decode_all, encode_all};
-use funcodec_core::{CodecModel, Codes, Encoded, StreamMode, WindowConfig, peak_limit};
+use funcodec_core::{Backend, CodecModel, Codes, Encoded, StreamMode, WindowConfig, peak_limit};
 
 use audio::Audio;
 use progress::Progress;
@@ -41,6 +41,10 @@ struct ModelArg {
     /// Threads for the network's matrix products (1 = this thread only); helps large models
     #[arg(long, default_value_t = 1, env = "FUNCODEC_THREADS")]
     threads: usize,
+    /// Where the network runs: cpu, cuda (builds with `--features cuda`), or auto (CUDA when a
+    /// driver and device answer, else the CPU; the choice is printed)
+    #[arg(long, default_value = "cpu", env = "FUNCODEC_BACKEND")]
+    backend: Backend,
 }
 
 #[derive(Args, Clone)]
@@ -214,9 +218,12 @@ fn model_dir(arg: &ModelArg) -> PathBuf {
 
 fn load_model(arg: &ModelArg) -> Result<CodecModel> {
     let dir = model_dir(arg);
-    CodecModel::load(&dir)
-        .map(|m| m.with_threads(arg.threads))
-        .with_context(|| format!("cannot load model {}", dir.display()))
+    let (model, note) = CodecModel::load_with_backend(&dir, arg.backend)
+        .with_context(|| format!("cannot load model {}", dir.display()))?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    Ok(model.with_threads(arg.threads))
 }
 
 fn pick_n_q(model: &CodecModel, rate: &RateArg) -> Result<usize> {
@@ -296,7 +303,15 @@ fn run(cli: Cli) -> Result<()> {
             let n_q = pick_n_q(&probe, &rate)?;
             let src = to_model_input(&probe, audio::read(&input)?, Channels::First)?;
             drop(probe);
-            let report = bench::run(&dir, &src.channels[0], n_q, repeat, streams, model.threads)?;
+            let report = bench::run(
+                &dir,
+                &src.channels[0],
+                n_q,
+                repeat,
+                streams,
+                model.threads,
+                model.backend,
+            )?;
             println!("{report}");
             Ok(())
         }
