@@ -193,3 +193,127 @@ fn a_forged_sample_count_is_harmless() {
     assert_eq!(bufs.len(), 4);
     assert_eq!(bufs[3].pts(), Some(time_of(2 * 640)));
 }
+
+/// A pipeline's pcm output: each buffer's timestamp, DISCONT flag and samples.
+type Collected = std::sync::Arc<std::sync::Mutex<Vec<(gst::ClockTime, bool, Vec<f32>)>>>;
+
+fn collect_pcm(p: &gst::Pipeline, name: &str) -> Collected {
+    let out = Collected::default();
+    let sink = out.clone();
+    let pad = p.by_name(name).unwrap().static_pad("src").unwrap();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buf) = info.buffer() {
+            let map = buf.map_readable().unwrap();
+            let pcm = map
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let discont = buf.flags().contains(gst::BufferFlags::DISCONT);
+            sink.lock()
+                .unwrap()
+                .push((buf.pts().unwrap(), discont, pcm));
+        }
+        gst::PadProbeReturn::Ok
+    });
+    out
+}
+
+fn wait_bus(p: &gst::Pipeline, what: gst::MessageType) {
+    let msg = p
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[what, gst::MessageType::Error],
+        )
+        .expect("no message in time");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{}: {:?}", e.error(), e.debug());
+    }
+}
+
+/// Seeking in a `.fcdc` file, as a player does: the duration is known (CLI file: from the header;
+/// element-written file: from the file size, packets being of one size), a flushing accurate seek
+/// lands on the exact sample, and the output then runs contiguously to the end.
+#[test]
+fn seeking_in_a_file_is_sample_exact() {
+    init();
+    let dir = std::env::temp_dir().join(format!("funcodec-seek-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A CLI-style file (total_samples in the header, 2.5 s, not a whole number of frames) and
+    // one written by the encoder element (no total_samples; 3 s).
+    let (_, _, bytes) = cli_stream(40_000, 41);
+    let cli_file = dir.join("cli.fcdc");
+    std::fs::write(&cli_file, bytes).unwrap();
+    let gst_file = dir.join("element.fcdc");
+    let enc = gst::parse::launch(&format!(
+        "audiotestsrc wave=sine freq=300 num-buffers=150 samplesperbuffer=320 ! {RAW_F32} ! \
+         funcodecenc model={} bitrate=2000 ! filesink location={}",
+        model_str(),
+        gst_file.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    enc.set_state(gst::State::Playing).unwrap();
+    wait_bus(&enc, gst::MessageType::Eos);
+    enc.set_state(gst::State::Null).unwrap();
+
+    for (file, total) in [(&cli_file, 40_000u64), (&gst_file, 48_000)] {
+        let p = gst::parse::launch(&format!(
+            "filesrc location={} ! funcodecparse ! funcodecdec name=dec model={} ! \
+             audio/x-raw,format=F32LE ! fakesink sync=false",
+            file.display(),
+            model_str()
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let out = collect_pcm(&p, "dec");
+        p.set_state(gst::State::Paused).unwrap();
+        wait_bus(&p, gst::MessageType::AsyncDone);
+        let duration = p.query_duration::<gst::ClockTime>();
+        assert_eq!(
+            duration,
+            Some(gst::ClockTime::from_nseconds(total * 62_500)),
+            "{}",
+            file.display()
+        );
+
+        // 1.01 s: inside a frame, so the decoder's output is clipped to the exact sample.
+        let target = gst::ClockTime::from_mseconds(1010);
+        p.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, target)
+            .unwrap();
+        wait_bus(&p, gst::MessageType::AsyncDone);
+        p.set_state(gst::State::Playing).unwrap();
+        wait_bus(&p, gst::MessageType::Eos);
+        p.set_state(gst::State::Null).unwrap();
+
+        // What follows the seek: from the last DISCONT buffer on (the decoder marks the first
+        // buffer after a flush).
+        let all = out.lock().unwrap();
+        let from = all.iter().rposition(|b| b.1).expect("a DISCONT buffer");
+        let bufs = &all[from..];
+        let first = bufs[0].0;
+        assert_eq!(
+            first,
+            target,
+            "{}: first output after the seek",
+            file.display()
+        );
+        let mut next = first;
+        let mut samples = 0u64;
+        for (pts, _, pcm) in bufs {
+            assert_eq!(*pts, next, "{}: a gap or overlap", file.display());
+            next = *pts + gst::ClockTime::from_nseconds(pcm.len() as u64 * 62_500);
+            samples += pcm.len() as u64;
+        }
+        assert_eq!(
+            samples,
+            total - 16_160,
+            "{}: samples after the seek",
+            file.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

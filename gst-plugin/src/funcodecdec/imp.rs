@@ -755,7 +755,25 @@ impl AudioDecoderImpl for FuncodecDec {
     }
 
     fn pre_push(&self, mut buffer: gst::Buffer) -> Result<Option<gst::Buffer>, gst::FlowError> {
-        if let Some((pts, duration)) = *self.restamp.lock() {
+        if let Some((mut pts, mut duration)) = *self.restamp.lock() {
+            // The base class has already clipped the buffer to the output segment (after an
+            // accurate seek, say): a shorter buffer lost its head if it began before the segment.
+            if let Some(d) = buffer.duration()
+                && d < duration
+            {
+                let start = self
+                    .obj()
+                    .src_pad()
+                    .sticky_event::<gst::event::Segment>(0)
+                    .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned())
+                    .and_then(|s| s.start());
+                if let Some(start) = start
+                    && pts < start
+                {
+                    pts = start.min(pts + duration - d);
+                }
+                duration = d;
+            }
             let b = buffer.make_mut();
             b.set_pts(pts);
             b.set_duration(duration);

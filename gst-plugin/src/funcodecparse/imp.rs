@@ -42,10 +42,35 @@ const MIN_PACKET: usize = 3;
 /// The longest: first byte, gain byte, 64 codes of 16 bits, CRC.
 const MAX_PACKET: usize = 3 + 128;
 
+/// Packet sizes seen since the header: while every packet has the same size (a fixed `n-q`), a
+/// byte offset maps exactly to a frame, so seeking and timestamps after a seek are exact.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum PacketSize {
+    #[default]
+    Unknown,
+    Constant(u64),
+    Variable,
+}
+
+impl PacketSize {
+    fn observe(&mut self, len: u64) {
+        *self = match *self {
+            PacketSize::Unknown => PacketSize::Constant(len),
+            PacketSize::Constant(l) if l == len => PacketSize::Constant(l),
+            _ => PacketSize::Variable,
+        };
+    }
+}
+
 #[derive(Default)]
 struct State {
     header: Option<StreamHeader>,
     header_bytes: Vec<u8>,
+    /// Byte offset of the header in the upstream stream (a file may hold streams back to back).
+    header_offset: u64,
+    packet_size: PacketSize,
+    /// Whether the duration has been given to the base class (from the header or the file size).
+    duration_known: bool,
     /// Packets pushed since the header.
     frames: u64,
     /// `n-q` announced in the current caps.
@@ -204,6 +229,41 @@ impl FuncodecParse {
 }
 
 impl BaseParseImpl for FuncodecParse {
+    /// Exact byte <-> time conversion while packets have one size (what seeking and the duration
+    /// estimate of a file without `total_samples` use); the base class's estimate otherwise.
+    fn convert(
+        &self,
+        src_val: impl gst::format::FormattedValue,
+        dest_format: gst::Format,
+    ) -> Option<gst::GenericFormattedValue> {
+        let exact = {
+            let state = self.state.lock();
+            match (&state.header, state.packet_size) {
+                (Some(h), PacketSize::Constant(size)) => Some((
+                    state.header_offset + state.header_bytes.len() as u64,
+                    size,
+                    u64::from(h.hop),
+                    h.sample_rate,
+                )),
+                _ => None,
+            }
+        };
+        if let Some((header_len, size, hop, rate)) = exact {
+            match (src_val.into(), dest_format) {
+                (gst::GenericFormattedValue::Bytes(Some(b)), gst::Format::Time) => {
+                    let frames = u64::from(b).saturating_sub(header_len) / size;
+                    return Some(common::samples_to_time(frames * hop, rate).into());
+                }
+                (gst::GenericFormattedValue::Time(Some(t)), gst::Format::Bytes) => {
+                    let frames = common::time_to_samples(t, rate) / hop;
+                    return Some(gst::format::Bytes::from_u64(header_len + frames * size).into());
+                }
+                _ => {}
+            }
+        }
+        self.parent_convert(src_val, dest_format)
+    }
+
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         *self.state.lock() = State::default();
         self.obj().set_min_frame_size(HEADER_PREFIX as u32);
@@ -254,6 +314,8 @@ impl BaseParseImpl for FuncodecParse {
                     );
                 }
                 state.skipped += n as u64;
+                // Packets no longer sit on a grid of one size from the header.
+                state.packet_size = PacketSize::Variable;
                 Ok((gst::FlowSuccess::Ok, n as u32))
             }
             Step::Header(Err(msg)) => {
@@ -268,6 +330,11 @@ impl BaseParseImpl for FuncodecParse {
                 let total = header.total_samples;
                 state.header_bytes = data[..len].to_vec();
                 state.header = Some(header);
+                state.packet_size = PacketSize::Unknown;
+                state.header_offset = match frame.offset() {
+                    u64::MAX => 0,
+                    o => o,
+                };
                 state.frames = 0;
                 state.caps_n_q = None;
                 state.skipped = 0;
@@ -283,6 +350,7 @@ impl BaseParseImpl for FuncodecParse {
                 if let Some(n) = total {
                     obj.set_duration(common::samples_to_time(n, rate), 0);
                 }
+                self.state.lock().duration_known = total.is_some();
                 obj.set_min_frame_size(MIN_PACKET as u32);
                 // A header takes no time: zero duration keeps it out of the timestamp count.
                 let mut out = gst::Buffer::from_slice(data[..len].to_vec());
@@ -310,8 +378,26 @@ impl BaseParseImpl for FuncodecParse {
                     state.skipped = 0;
                 }
                 let header = state.header.clone().expect("packets only after a header");
-                let index = state.frames;
-                state.frames += 1;
+                if !corrupt {
+                    state.packet_size.observe(len as u64);
+                }
+                // After a seek the base class resumes at a byte offset: the frame index follows
+                // from it while packets have one size.
+                let index = match (state.packet_size, frame.offset()) {
+                    (PacketSize::Constant(size), offset) if offset != u64::MAX => offset
+                        .checked_sub(state.header_offset + state.header_bytes.len() as u64)
+                        .map_or(state.frames, |o| o / size),
+                    _ => state.frames,
+                };
+                state.frames = index + 1;
+                // A file without `total_samples` (written by a pipeline): its size gives the
+                // duration, packets being of one size.
+                let duration_from_size = !state.duration_known
+                    && matches!(state.packet_size, PacketSize::Constant(_))
+                    && {
+                        state.duration_known = true;
+                        true
+                    };
                 let n_q = (!corrupt).then_some(state.codes.len());
                 let new_caps = match n_q {
                     Some(n) if state.caps_n_q != Some(n) => {
@@ -331,14 +417,27 @@ impl BaseParseImpl for FuncodecParse {
                 if let Some(caps) = new_caps {
                     obj.src_pad().push_event(gst::event::Caps::new(&caps));
                 }
-                // The last frame of a stream of known length: tell the decoder to drop its padding.
+                if duration_from_size
+                    && let Some(bytes) = obj.sink_pad().peer_query_duration::<gst::format::Bytes>()
+                    && let Some(gst::GenericFormattedValue::Time(Some(t))) =
+                        self.convert(bytes, gst::Format::Time)
+                {
+                    gst::debug!(CAT, imp = self, "duration {t} from {bytes}");
+                    obj.set_duration(t, 0);
+                }
                 let hop = u64::from(header.hop);
+                let pts = common::samples_to_time(index * hop, header.sample_rate);
+                if let Some(b) = frame.buffer_mut() {
+                    b.set_pts(pts);
+                }
+                // The last frame of a stream of known length: tell the decoder to drop its padding.
                 if let (Some(total), Some(frames)) =
                     (header.total_samples, header.expected_frames())
                     && index + 1 == frames
                     && total % hop != 0
                 {
                     let mut out = gst::Buffer::from_slice(data[..len].to_vec());
+                    out.get_mut().expect("new buffer is writable").set_pts(pts);
                     gst_audio::AudioClippingMeta::add(
                         out.get_mut().expect("new buffer is writable"),
                         gst::format::Default::ZERO,
