@@ -298,3 +298,49 @@ fn bad_input_exits_non_zero_with_a_message() {
         .contains("line 1")
     );
 }
+
+/// `funcodec bench` reports every section, with `--profile` the step graphs' time per op type, and
+/// `--backend` names the engine it ran on (here the CPU; `cuda` without a GPU is a clear error).
+#[test]
+fn bench_reports_streaming_figures_and_a_profile() {
+    let model = model_dir("tiny_causal_ds640").with_file_name("model_steps");
+    let clip = clip_path("tiny_causal_ds640", "clip6_16123");
+    let out = ok(&[
+        "bench",
+        s(&clip),
+        "--model",
+        s(&model),
+        "--repeat",
+        "1",
+        "--streams",
+        "2",
+        "--profile",
+        "--backend",
+        "auto",
+    ]);
+    let json = &out[out.find('{').expect("a JSON report")..];
+    let json = &json[..=json.rfind('}').unwrap()];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["backend"], if backend_has_gpu() { "cuda" } else { "cpu" });
+    assert_eq!(v["streaming"]["mode"], "exact");
+    assert!(v["streaming"]["frame_ms_p99"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["multi_stream"]["streams"], 2);
+    for stage in ["encoder_step", "decoder_step"] {
+        let ops = v["profile"][stage]["ops"].as_array().unwrap();
+        assert!(!ops.is_empty(), "{stage}: no ops");
+        let share: f64 = ops.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+        assert!((share - 1.0).abs() < 1e-6, "{stage}: shares sum to {share}");
+        assert!(ops.iter().all(|o| o["nodes"].as_u64().unwrap() >= 1));
+    }
+    if !backend_has_gpu() {
+        let err = fails(&["bench", s(&clip), "--model", s(&model), "--backend", "cuda"]);
+        assert!(err.contains("backend"), "{err}");
+    }
+    let short = clip_path("tiny_causal_ds640", "clip1_3");
+    let err = fails(&["bench", s(&short), "--model", s(&model)]);
+    assert!(err.contains("at least one frame"), "{err}");
+}
+
+fn backend_has_gpu() -> bool {
+    funcodec_core::backend::Engine::resolve(funcodec_core::Backend::Cuda).is_ok()
+}

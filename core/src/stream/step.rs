@@ -3,9 +3,12 @@
 //! The graph (shared, immutable, one per model) is separate from the per-stream [`StepRunner`], which
 //! owns the state tensors and tract's execution state, so one loaded model serves any number of streams.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::eval;
 use tract_onnx::tract_core::runtime::State;
 
 use crate::backend::Engine;
@@ -98,21 +101,61 @@ impl StepGraph {
     /// Runs one step: `x` (in_len values) in, `out` (out_len values) out, state advanced.
     /// On failure the stream is reset to zero state so that it stays usable.
     pub fn step(&self, r: &mut StepRunner, x: &[f32], out: &mut [f32]) -> Result<()> {
+        self.step_with(r, x, out, |exec, inputs| exec.run(inputs))
+    }
+
+    /// One step, like [`Self::step`], adding each graph node's run time to `profile` under its
+    /// op's name (count, total). For `funcodec bench --profile`; CPU engine only.
+    pub fn step_profiled(
+        &self,
+        r: &mut StepRunner,
+        x: &[f32],
+        out: &mut [f32],
+        profile: &mut BTreeMap<String, (usize, Duration)>,
+    ) -> Result<()> {
+        self.step_with(r, x, out, |exec, inputs| {
+            let Some(state) = exec.downcast_mut::<TypedSimpleState>() else {
+                return Err(TractError::msg("profiling needs the CPU engine"));
+            };
+            state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
+                let t = Instant::now();
+                let out = eval(ctx, op_state, node, inputs);
+                let e = profile.entry(node.op().name().to_string()).or_default();
+                e.0 += 1;
+                e.1 += t.elapsed();
+                out
+            })
+        })
+    }
+
+    fn step_with(
+        &self,
+        r: &mut StepRunner,
+        x: &[f32],
+        out: &mut [f32],
+        run: impl FnOnce(&mut dyn State, TVec<TValue>) -> TractResult<TVec<TValue>>,
+    ) -> Result<()> {
         debug_assert_eq!(x.len(), self.in_len);
         debug_assert_eq!(out.len(), self.out_len);
-        let result = self.try_step(r, x, out);
+        let result = self.try_step(r, x, out, run);
         if result.is_err() || r.states.len() != self.states.len() {
             self.zero(r)?;
         }
         result
     }
 
-    fn try_step(&self, r: &mut StepRunner, x: &[f32], out: &mut [f32]) -> Result<()> {
+    fn try_step(
+        &self,
+        r: &mut StepRunner,
+        x: &[f32],
+        out: &mut [f32],
+        run: impl FnOnce(&mut dyn State, TVec<TValue>) -> TractResult<TVec<TValue>>,
+    ) -> Result<()> {
         let input = Tensor::from_shape(&self.in_shape, x).map_err(|e| self.err(e))?;
         let mut inputs: TVec<TValue> = TVec::with_capacity(1 + self.states.len());
         inputs.push(input.into());
         inputs.extend(r.states.drain(..).map(TValue::from));
-        let outputs = r.exec.run(inputs).map_err(|e| self.err(e))?;
+        let outputs = run(r.exec.as_mut(), inputs).map_err(|e| self.err(e))?;
         let mut outputs = outputs.into_iter();
         let y = outputs.next().ok_or_else(|| self.msg("no output".into()))?;
         let view = y.try_as_plain_ram().map_err(|e| self.err(e))?;

@@ -2,8 +2,9 @@
 //! `models/bench.py` can put it beside onnxruntime, PyTorch and the FLOP bound from the same run.
 //! Single thread throughout (tract runs on the calling thread).
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use funcodec_core::{Backend, CodecModel, Codes, StreamDecoder, StreamEncoder};
@@ -32,16 +33,37 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-pub fn run(
-    dir: &Path,
-    pcm: &[f32],
-    n_q: usize,
-    repeat: usize,
-    streams: usize,
-    threads: usize,
-    backend: Backend,
-) -> Result<serde_json::Value> {
+/// What `funcodec bench` measures, and how.
+pub struct Options {
+    pub n_q: usize,
+    pub repeat: usize,
+    pub streams: usize,
+    pub threads: usize,
+    pub backend: Backend,
+    /// Time every node of the step graphs and report the time per op type.
+    pub profile: bool,
+}
+
+pub fn run(dir: &Path, pcm: &[f32], opt: &Options) -> Result<serde_json::Value> {
+    let Options {
+        n_q,
+        repeat,
+        streams,
+        threads,
+        backend,
+        profile,
+    } = *opt;
     let repeat = repeat.max(1);
+    // A shorter input has no whole frame to stream (found by the CLI test with a 3-sample clip).
+    let model = CodecModel::load_with_backend(dir, backend)?.0;
+    if pcm.len() < model.hop() {
+        anyhow::bail!(
+            "bench needs at least one frame ({} samples) of audio; the input has {}",
+            model.hop(),
+            pcm.len()
+        );
+    }
+    drop(model);
     let rss0 = rss_bytes();
     let mut load_t = Vec::new();
     let mut model = None;
@@ -162,5 +184,46 @@ pub fn run(
             "rss_bytes_per_stream": rss_streams / streams as u64,
         });
     }
+    if profile && exact {
+        out["profile"] = if model.backend() == "cpu" {
+            profile_steps(&model, pcm)?
+        } else {
+            json!("per-op times are measured on the CPU engine only")
+        };
+    }
     Ok(out)
+}
+
+/// Time per frame spent in each op type of the encoder and decoder step graphs (the RVQ search is
+/// not in them), sorted by time, from one pass over `pcm`.
+fn profile_steps(model: &CodecModel, pcm: &[f32]) -> Result<serde_json::Value> {
+    let (Some(enc), Some(dec)) = (model.encoder_step(), model.decoder_step()) else {
+        return Ok(serde_json::Value::Null);
+    };
+    let (mut er, mut dr) = (enc.start()?, dec.start()?);
+    let (mut latent, mut wave) = (vec![0f32; enc.out_len()], vec![0f32; dec.out_len()]);
+    let (mut ep, mut dp) = (BTreeMap::new(), BTreeMap::new());
+    let frames = pcm.len() / enc.in_len();
+    for x in pcm.chunks_exact(enc.in_len()) {
+        enc.step_profiled(&mut er, x, &mut latent, &mut ep)?;
+        dec.step_profiled(&mut dr, &latent, &mut wave, &mut dp)?;
+    }
+    let table = |p: BTreeMap<String, (usize, Duration)>| {
+        let total: f64 = p.values().map(|v| v.1.as_secs_f64()).sum();
+        let mut rows: Vec<_> = p.into_iter().collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1.1));
+        let rows: Vec<_> = rows
+            .into_iter()
+            .map(|(op, (n, t))| {
+                json!({
+                    "op": op,
+                    "nodes": n / frames.max(1),
+                    "us_per_frame": t.as_secs_f64() * 1e6 / frames.max(1) as f64,
+                    "share": t.as_secs_f64() / total.max(1e-12),
+                })
+            })
+            .collect();
+        json!({"us_per_frame": total * 1e6 / frames.max(1) as f64, "ops": rows})
+    };
+    Ok(json!({"frames": frames, "encoder_step": table(ep), "decoder_step": table(dp)}))
 }

@@ -178,6 +178,9 @@ enum Cmd {
         /// Independent streams to run side by side on one model (streaming models only)
         #[arg(long, default_value_t = 16)]
         streams: usize,
+        /// Also time every node of the step graphs and report the time per op type
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         model: ModelArg,
         #[command(flatten)]
@@ -295,6 +298,7 @@ fn run(cli: Cli) -> Result<()> {
             input,
             repeat,
             streams,
+            profile,
             model,
             rate,
         } => {
@@ -303,15 +307,15 @@ fn run(cli: Cli) -> Result<()> {
             let n_q = pick_n_q(&probe, &rate)?;
             let src = to_model_input(&probe, audio::read(&input)?, Channels::First)?;
             drop(probe);
-            let report = bench::run(
-                &dir,
-                &src.channels[0],
+            let opt = bench::Options {
                 n_q,
                 repeat,
                 streams,
-                model.threads,
-                model.backend,
-            )?;
+                threads: model.threads,
+                backend: model.backend,
+                profile,
+            };
+            let report = bench::run(&dir, &src.channels[0], &opt)?;
             println!("{report}");
             Ok(())
         }
