@@ -17,12 +17,6 @@ fn copy_model(dst: &Path) {
     }
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("funcodec-bad-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 fn load_err(dir: &Path) -> String {
     match CodecModel::load(dir) {
         Ok(_) => panic!("broken model folder {} loaded", dir.display()),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
@@ -38,13 +38,6 @@ fn fails(args: &[&str]) -> String {
     err
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("funcodec-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -53,7 +46,7 @@ fn s(p: &Path) -> &str {
 fn scp_mode_writes_funcodecs_own_codecs_txt() {
     let v = VARIANTS[0];
     let g = golden(v);
-    let d = tmp("scp");
+    let d = scratch("cli-scp");
     let scp = d.join("wav.scp");
     let lines: Vec<String> = g
         .clips
@@ -154,7 +147,7 @@ fn scp_mode_writes_funcodecs_own_codecs_txt() {
 fn encode_decode_roundtrip_and_info() {
     let v = VARIANTS[0];
     let model = model_dir(v);
-    let d = tmp("rt");
+    let d = scratch("cli-rt");
     let clip = clip_path(v, "clip6_16123");
     let fcdc = d.join("a.fcdc");
     ok(&[
@@ -217,7 +210,7 @@ fn encode_decode_roundtrip_and_info() {
 fn bad_input_exits_non_zero_with_a_message() {
     let v = VARIANTS[0];
     let model = model_dir(v);
-    let d = tmp("bad");
+    let d = scratch("cli-bad");
     let clip = clip_path(v, "clip5_8000");
     assert!(
         fails(&[

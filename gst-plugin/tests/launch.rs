@@ -68,13 +68,6 @@ fn bin_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("funcodec-gst-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn shell(command: &str, dir: &Path) -> Command {
     let bin = bin_dir();
     assert!(
@@ -228,7 +221,7 @@ fn speech(dir: &Path) -> Vec<f32> {
 fn file_examples() {
     init();
     need_cli();
-    let dir = scratch("files");
+    let dir = scratch("gst-files");
     let pcm = speech(&dir);
     let frames = SPEECH_SAMPLES.div_ceil(HOP);
 
@@ -286,7 +279,7 @@ fn file_examples() {
 #[test]
 fn live_example() {
     let _turn = exclusive();
-    let dir = scratch("live");
+    let dir = scratch("gst-live");
     let t = Instant::now();
     let out = run(&example("live"), &dir);
     let secs = t.elapsed().as_secs_f64();
@@ -375,7 +368,7 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatu
 #[test]
 fn rtp_examples_on_loopback() {
     let _turn = exclusive();
-    let dir = scratch("rtp");
+    let dir = scratch("gst-rtp");
     let port = free_udp_port().to_string();
     let receiver = example("rtp-receiver").replace("port=5004", &format!("port={port}"));
     let sender = example("rtp-sender").replace("port=5004", &format!("port={port}"));
@@ -440,7 +433,7 @@ fn field_ns(line: &str, key: &str) -> Option<u64> {
 #[test]
 fn long_run_example() {
     let _turn = exclusive();
-    let dir = scratch("long");
+    let dir = scratch("gst-long");
     let t = Instant::now();
     let mut child = shell(&format!("exec {}", example("long-run")), &dir)
         .stdout(Stdio::piped())
@@ -509,7 +502,7 @@ fn long_run_example() {
 #[test]
 fn inspect_example_documents_everything() {
     init();
-    let dir = scratch("inspect");
+    let dir = scratch("gst-inspect");
     let out = run(&example("inspect"), &dir);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("SINK template: 'sink'").count(), 3);
@@ -543,7 +536,7 @@ fn inspect_example_documents_everything() {
 /// error and EOS race during preroll; stock `filesrc ! oggdemux ! fakesink` on a WAV does too.)
 #[test]
 fn bad_input_is_an_error_not_a_crash() {
-    let dir = scratch("bad");
+    let dir = scratch("gst-bad");
     for (command, want) in [
         (
             "gst-launch-1.0 audiotestsrc num-buffers=5 ! audioconvert ! audioresample ! \

@@ -238,8 +238,7 @@ fn wait_bus(p: &gst::Pipeline, what: gst::MessageType) {
 #[test]
 fn seeking_in_a_file_is_sample_exact() {
     init();
-    let dir = std::env::temp_dir().join(format!("funcodec-seek-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("gst-seek");
     // A CLI-style file (total_samples in the header, 2.5 s, not a whole number of frames) and
     // one written by the encoder element (no total_samples; 3 s).
     let (_, _, bytes) = cli_stream(40_000, 41);
@@ -315,5 +314,4 @@ fn seeking_in_a_file_is_sample_exact() {
             file.display()
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

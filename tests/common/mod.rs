@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 
+mod scratch;
+#[allow(unused_imports)]
+pub use scratch::scratch;
+
 use serde::Deserialize;
 
 pub fn data_dir() -> PathBuf {

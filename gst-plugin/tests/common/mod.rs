@@ -3,6 +3,11 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+
+#[path = "../../../tests/common/scratch.rs"]
+mod scratch;
+#[allow(unused_imports)]
+pub use scratch::scratch;
 use std::sync::{Arc, Once};
 
 use funcodec_core::bitstream::{self, StreamHeader};
