@@ -36,8 +36,10 @@ fn codes_and_waveforms_match_funcodec() {
                 let decoded = model.decode(&Codes::from_rows(&want).unwrap()).unwrap();
                 let reference = read_f32(variant, &run.decoded);
                 let d = max_abs_diff(&decoded, &reference);
+                // float32 rounding gives ≈1e-5 here; a float32 GroupNorm variance over a 10 s clip
+                // gave 5e-5 (see `tract_ops::keep_f64_mean_of_squares`).
                 assert!(
-                    d < 1e-3,
+                    d < 3e-5,
                     "{variant}/{} n_q {n_q}: max |diff| {d}",
                     clip.name
                 );

@@ -108,15 +108,27 @@ impl Engine {
         self.gpu.is_some()
     }
 
+    /// The ONNX front end for this engine: ELU fused into one op on the CPU (see `tract_ops`); the
+    /// CUDA runtime gets tract's standard ops, which are the ones it translates.
+    pub(crate) fn onnx(&self) -> tract_onnx::Onnx {
+        match self.gpu {
+            None => crate::tract_ops::onnx_with_fused_elu(),
+            Some(_) => tract_onnx::onnx(),
+        }
+    }
+
     /// Optimises a graph for this engine and makes it runnable.
     pub(crate) fn prepare(&self, model: InferenceModel) -> TractResult<Arc<dyn Runnable>> {
         match self.gpu {
             None => {
-                let plan: Arc<TypedRunnableModel> = model.into_optimized()?.into_runnable()?;
+                let mut typed = model.into_typed()?.into_decluttered()?;
+                crate::tract_ops::keep_f64_mean_of_squares(&mut typed)?;
+                let plan: Arc<TypedRunnableModel> = typed.into_optimized()?.into_runnable()?;
                 Ok(Arc::new(plan))
             }
             Some(rt) => {
-                let typed = model.into_typed()?.into_decluttered()?;
+                let mut typed = model.into_typed()?.into_decluttered()?;
+                crate::tract_ops::keep_f64_mean_of_squares(&mut typed)?;
                 // The runtime must not panic into our caller, whatever the driver does.
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.prepare(typed))) {
                     Ok(r) => Ok(Arc::from(r?)),

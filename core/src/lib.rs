@@ -15,6 +15,7 @@ pub mod model;
 pub mod padding;
 pub mod rvq;
 pub mod stream;
+mod tract_ops;
 
 pub use backend::Backend;
 pub use codec::{Codes, Encoded, check_audio, peak_limit};

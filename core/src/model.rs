@@ -289,7 +289,8 @@ fn plan_from_bytes(
     shape: Option<&[usize]>,
     engine: Engine,
 ) -> std::result::Result<Plan, String> {
-    let mut model = tract_onnx::onnx()
+    let mut model = engine
+        .onnx()
         .model_for_read(&mut &bytes[..])
         .map_err(|e| format!("not a loadable ONNX graph: {e:#}"))?;
     if let Some(shape) = shape {
