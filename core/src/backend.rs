@@ -108,12 +108,12 @@ impl Engine {
         self.gpu.is_some()
     }
 
-    /// The ONNX front end for this engine: ELU fused into one op on the CPU (see `tract_ops`); the
-    /// CUDA runtime gets tract's standard ops, which are the ones it translates.
-    pub(crate) fn onnx(&self) -> tract_onnx::Onnx {
+    /// Reads an ONNX graph for this engine: on the CPU with the runtime's own ops (see
+    /// `tract_ops`); the CUDA runtime gets tract's standard ops, which are the ones it translates.
+    pub(crate) fn read_onnx(&self, bytes: &[u8]) -> TractResult<InferenceModel> {
         match self.gpu {
-            None => crate::tract_ops::onnx_with_fused_elu(),
-            Some(_) => tract_onnx::onnx(),
+            None => crate::tract_ops::read_for_cpu(bytes),
+            Some(_) => tract_onnx::onnx().model_for_read(&mut &bytes[..]),
         }
     }
 

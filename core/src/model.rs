@@ -290,8 +290,7 @@ fn plan_from_bytes(
     engine: Engine,
 ) -> std::result::Result<Plan, String> {
     let mut model = engine
-        .onnx()
-        .model_for_read(&mut &bytes[..])
+        .read_onnx(bytes)
         .map_err(|e| format!("not a loadable ONNX graph: {e:#}"))?;
     if let Some(shape) = shape {
         model = model

@@ -1,0 +1,45 @@
+//! Where the runtime changes what tract makes of a graph, and why. All of it is for the CPU
+//! engine; the CUDA engine gets tract's standard ops, which are the ones it translates.
+//!
+//! * [`elu`]: ELU as one in-place op. tract-onnx expands ONNX `Elu` into five nodes (Exp, Sub,
+//!   Mul, a comparison, Iff), each writing a fresh tensor: about a fifth of a streaming step of
+//!   the default model (16 ELUs per step graph). The op computes the same expression,
+//!   `0 < x ? x : alpha * (exp(x) - 1)`, with the same vectorised exp kernel in one pass, so its
+//!   results are bit-identical to the expansion's.
+//! * [`group_stats`]: GroupNorm(1, C) statistics, which the exporter reduces in float64 (a float32
+//!   running sum over a 10 s input drifts by ~1e-3), as one op reading the float32 tensor twice,
+//!   instead of a float64 copy, a float64 difference and two reductions: about a third of FunCodec's
+//!   full-size offline decoder.
+//! * [`mean_squares`]: with a concrete input length, tract fuses `square → sum → × 1/n` into one
+//!   `MeanOfSquares` reduction that computes in float32 whatever its input type; a float64 variance
+//!   then drifts as a float32 sum does (decoder output 3.7e-4 off FunCodec instead of 8e-6 on 10 s).
+//!   The pass puts the float64 chain back after decluttering. (It is the safety net for graphs whose
+//!   statistics `group_stats` does not recognise.)
+
+mod elu;
+mod group_stats;
+mod mean_squares;
+
+pub use mean_squares::keep_f64_mean_of_squares;
+
+use tract_onnx::prelude::*;
+
+/// tract's ONNX front end with this runtime's ops registered.
+pub fn onnx_for_cpu() -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
+    onnx.op_register.insert("Elu", elu::elu);
+    onnx.op_register
+        .insert(group_stats::OP_TYPE, group_stats::build);
+    onnx
+}
+
+/// Reads an ONNX graph for the CPU engine: GroupNorm statistics rewritten, then parsed with
+/// [`onnx_for_cpu`].
+pub fn read_for_cpu(bytes: &[u8]) -> TractResult<InferenceModel> {
+    let onnx = onnx_for_cpu();
+    let mut proto = onnx.proto_model_for_read(&mut &bytes[..])?;
+    if let Some(graph) = proto.graph.as_mut() {
+        group_stats::rewrite(graph);
+    }
+    onnx.model_for_proto_model(&proto)
+}
