@@ -187,11 +187,26 @@ impl CodecModel {
     /// Runs the encoder segments on `x` (1 channel, already level-normalised); returns the latent,
     /// `dim` channels × `ceil(len / hop)` frames.
     pub fn encode_latent(&self, x: Activation, scratch: &mut Vec<f32>) -> Result<Activation> {
-        self.scoped(|| self.encode_latent_here(x, scratch))
+        let concrete = self.worth_concrete_plans(x.len());
+        self.scoped(|| self.encode_latent_here(x, scratch, concrete))
     }
 
-    fn encode_latent_here(&self, x: Activation, scratch: &mut Vec<f32>) -> Result<Activation> {
-        let concrete = self.worth_concrete_plans(x.len());
+    /// [`Self::encode_latent`] with plans specialised to this input length whatever it is: for
+    /// callers that repeat one length (windowed streaming).
+    pub fn encode_latent_repeated(
+        &self,
+        x: Activation,
+        scratch: &mut Vec<f32>,
+    ) -> Result<Activation> {
+        self.scoped(|| self.encode_latent_here(x, scratch, true))
+    }
+
+    fn encode_latent_here(
+        &self,
+        x: Activation,
+        scratch: &mut Vec<f32>,
+        concrete: bool,
+    ) -> Result<Activation> {
         let mut act = x;
         for (i, (seg, graph)) in self.encoder.iter().enumerate() {
             if act.channels != seg.in_channels {
@@ -214,29 +229,53 @@ impl CodecModel {
 
     /// Runs the decoder on a latent (`dim` × frames); returns `hop × frames` samples.
     pub fn decode_latent(&self, z: &Activation, scratch: &mut Vec<f32>) -> Result<Vec<f32>> {
+        let concrete = self.worth_concrete_plans(z.len() * self.hop());
+        self.decode_latent_with(z, scratch, concrete)
+    }
+
+    /// [`Self::decode_latent`] with plans specialised to this length (see
+    /// [`Self::encode_latent_repeated`]).
+    pub fn decode_latent_repeated(
+        &self,
+        z: &Activation,
+        scratch: &mut Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        self.decode_latent_with(z, scratch, true)
+    }
+
+    fn decode_latent_with(
+        &self,
+        z: &Activation,
+        scratch: &mut Vec<f32>,
+        concrete: bool,
+    ) -> Result<Vec<f32>> {
         let (Some(graph), Some(info)) = (&self.decoder, &self.manifest.decoder) else {
             return Err(Error::Argument("model has no offline decoder graph".into()));
         };
-        let concrete = self.worth_concrete_plans(z.len() * self.hop());
         self.scoped(|| Ok(run_padded(graph, concrete, z, &info.pad, scratch, "decoder")?.data))
     }
 
     /// Plans specialised to a concrete length ran 1.9x faster than the symbolic-length plans on the
     /// full-size model (10 s: 1.74 s vs 3.26 s for the encoder) but cost ~0.3 s to build, so they are
-    /// built for inputs of 2 s and more (and reused while the length repeats, as in windowed streaming).
+    /// built for inputs of 2 s and more, or when the caller says the length repeats.
     fn worth_concrete_plans(&self, samples: usize) -> bool {
         samples >= 2 * self.sample_rate() as usize
     }
 }
 
-/// An offline graph: its symbolic-length plan, plus one plan specialised to the last concrete input
-/// shape it was asked for (kept, because windowed streaming and batch jobs repeat lengths).
+/// Concrete-length plans kept per graph: a windowed stream's window and the last offline length
+/// (each plan holds its own packed weights: about the model's size).
+const CONCRETE_PLANS: usize = 2;
+
+/// An offline graph: its symbolic-length plan, plus plans specialised to the last concrete input
+/// shapes it was asked for (kept, because windowed streaming and batch jobs repeat lengths).
 pub(crate) struct OfflineGraph {
     file: String,
     bytes: Vec<u8>,
     engine: Engine,
     symbolic: Plan,
-    concrete: Mutex<Option<(Vec<usize>, Plan)>>,
+    /// Most recently used first.
+    concrete: Mutex<Vec<(Vec<usize>, Plan)>>,
 }
 
 impl OfflineGraph {
@@ -252,7 +291,7 @@ impl OfflineGraph {
             bytes,
             engine,
             symbolic,
-            concrete: Mutex::new(None),
+            concrete: Mutex::new(Vec::with_capacity(CONCRETE_PLANS)),
         })
     }
 
@@ -260,17 +299,17 @@ impl OfflineGraph {
     /// specialising fails) the symbolic one, which is always correct.
     fn plan_for(&self, shape: &[usize], want_concrete: bool) -> Plan {
         let mut cache = self.concrete.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((s, plan)) = cache.as_ref()
-            && s == shape
-        {
-            return plan.clone();
+        if let Some(ix) = cache.iter().position(|(s, _)| s == shape) {
+            cache[..=ix].rotate_right(1);
+            return cache[0].1.clone();
         }
         if !want_concrete {
             return self.symbolic.clone();
         }
         match plan_from_bytes(&self.bytes, Some(shape), self.engine) {
             Ok(plan) => {
-                *cache = Some((shape.to_vec(), plan.clone()));
+                cache.truncate(CONCRETE_PLANS - 1);
+                cache.insert(0, (shape.to_vec(), plan.clone()));
                 plan
             }
             Err(msg) => {

@@ -91,6 +91,16 @@ impl FrameWindow {
         self.frames_in += 1;
     }
 
+    /// Frames in a window once the stream is past its start: every window then has this length,
+    /// so its plans are worth specialising to it.
+    fn full_len(&self) -> usize {
+        self.cfg.context + self.cfg.block + self.cfg.lookahead
+    }
+
+    fn is_full(&self, job: &Job) -> bool {
+        job.end - job.start == self.full_len()
+    }
+
     fn job(&self, count: usize, end: usize) -> Job {
         let start = self
             .next
@@ -155,12 +165,29 @@ impl WindowedEncoder {
     pub fn new(model: Arc<CodecModel>, cfg: WindowConfig) -> Result<Self> {
         cfg.check(&model)?;
         let (dim, hop) = (model.latent_dim(), model.hop());
-        Ok(WindowedEncoder {
+        let mut enc = WindowedEncoder {
             model,
             frames: FrameWindow::new(cfg, hop),
             latent: vec![0.0; dim],
             scratch: Vec::new(),
-        })
+        };
+        // Build the full window's plans now (one silent window), so that a live stream does not
+        // stall at its first full window.
+        let silence = vec![0.0; enc.frames.full_len() * hop];
+        enc.encode(silence, true)?;
+        Ok(enc)
+    }
+
+    fn encode(&mut self, x: Vec<f32>, full: bool) -> Result<Activation> {
+        let x = Activation {
+            data: x,
+            channels: 1,
+        };
+        if full {
+            self.model.encode_latent_repeated(x, &mut self.scratch)
+        } else {
+            self.model.encode_latent(x, &mut self.scratch)
+        }
     }
 
     /// Codes the job's block from its window of samples.
@@ -172,13 +199,7 @@ impl WindowedEncoder {
             let scale = (ms as f32).sqrt() + norm.eps;
             x.iter_mut().for_each(|v| *v /= scale);
         }
-        let z = self.model.encode_latent(
-            Activation {
-                data: x,
-                channels: 1,
-            },
-            &mut self.scratch,
-        )?;
+        let z = self.encode(x, self.frames.is_full(&job))?;
         let frames = z.len();
         let first = self.frames.next - job.start;
         for t in first..first + job.count {
@@ -234,12 +255,20 @@ impl WindowedDecoder {
     pub fn new(model: Arc<CodecModel>, cfg: WindowConfig) -> Result<Self> {
         cfg.check(&model)?;
         let dim = model.latent_dim();
-        Ok(WindowedDecoder {
+        let mut dec = WindowedDecoder {
             model,
             frames: FrameWindow::new(cfg, dim),
             tail: Vec::new(),
             scratch: Vec::new(),
-        })
+        };
+        // As for the encoder: the full window's plan now, not at the first full window.
+        let silence = Activation {
+            data: vec![0.0; dim * dec.frames.full_len()],
+            channels: dim,
+        };
+        dec.model
+            .decode_latent_repeated(&silence, &mut dec.scratch)?;
+        Ok(dec)
     }
 
     fn run(&mut self, job: Job, emit: &mut Emit<'_>) -> Result<()> {
@@ -254,7 +283,11 @@ impl WindowedDecoder {
                 z.data[c * frames + t] = v;
             }
         }
-        let y = self.model.decode_latent(&z, &mut self.scratch)?;
+        let y = if self.frames.is_full(&job) {
+            self.model.decode_latent_repeated(&z, &mut self.scratch)?
+        } else {
+            self.model.decode_latent(&z, &mut self.scratch)?
+        };
         let from = (self.frames.next - job.start) * hop;
         let to = from + job.count * hop;
         let mut block = y[from..to].to_vec();
