@@ -317,6 +317,9 @@ impl OfflineGraph {
                     "funcodec: {}: no plan for shape {shape:?} ({msg}); using the symbolic one",
                     self.file
                 );
+                // Cached too, so a repeated length (a windowed stream) is not retried every window.
+                cache.truncate(CONCRETE_PLANS - 1);
+                cache.insert(0, (shape.to_vec(), self.symbolic.clone()));
                 self.symbolic.clone()
             }
         }
