@@ -119,16 +119,14 @@ impl Engine {
 
     /// Optimises a graph for this engine and makes it runnable.
     pub(crate) fn prepare(&self, model: InferenceModel) -> TractResult<Arc<dyn Runnable>> {
+        let mut typed = model.into_typed()?.into_decluttered()?;
+        crate::tract_ops::keep_f64_mean_of_squares(&mut typed)?;
         match self.gpu {
             None => {
-                let mut typed = model.into_typed()?.into_decluttered()?;
-                crate::tract_ops::keep_f64_mean_of_squares(&mut typed)?;
                 let plan: Arc<TypedRunnableModel> = typed.into_optimized()?.into_runnable()?;
                 Ok(Arc::new(plan))
             }
             Some(rt) => {
-                let mut typed = model.into_typed()?.into_decluttered()?;
-                crate::tract_ops::keep_f64_mean_of_squares(&mut typed)?;
                 // The runtime must not panic into our caller, whatever the driver does.
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.prepare(typed))) {
                     Ok(r) => Ok(Arc::from(r?)),

@@ -187,18 +187,19 @@ impl CodecModel {
     /// Runs the encoder segments on `x` (1 channel, already level-normalised); returns the latent,
     /// `dim` channels × `ceil(len / hop)` frames.
     pub fn encode_latent(&self, x: Activation, scratch: &mut Vec<f32>) -> Result<Activation> {
-        let concrete = self.worth_concrete_plans(x.len());
-        self.scoped(|| self.encode_latent_here(x, scratch, concrete))
+        self.encode_latent_with(x, scratch, false)
     }
 
-    /// [`Self::encode_latent`] with plans specialised to this input length whatever it is: for
-    /// callers that repeat one length (windowed streaming).
-    pub fn encode_latent_repeated(
+    /// [`Self::encode_latent`]; `length_repeats`: the caller runs this length again and again
+    /// (windowed streaming), so plans specialised to it are worth building whatever the length.
+    pub fn encode_latent_with(
         &self,
         x: Activation,
         scratch: &mut Vec<f32>,
+        length_repeats: bool,
     ) -> Result<Activation> {
-        self.scoped(|| self.encode_latent_here(x, scratch, true))
+        let concrete = length_repeats || self.worth_concrete_plans(x.len());
+        self.scoped(|| self.encode_latent_here(x, scratch, concrete))
     }
 
     fn encode_latent_here(
@@ -229,29 +230,20 @@ impl CodecModel {
 
     /// Runs the decoder on a latent (`dim` × frames); returns `hop × frames` samples.
     pub fn decode_latent(&self, z: &Activation, scratch: &mut Vec<f32>) -> Result<Vec<f32>> {
-        let concrete = self.worth_concrete_plans(z.len() * self.hop());
-        self.decode_latent_with(z, scratch, concrete)
+        self.decode_latent_with(z, scratch, false)
     }
 
-    /// [`Self::decode_latent`] with plans specialised to this length (see
-    /// [`Self::encode_latent_repeated`]).
-    pub fn decode_latent_repeated(
+    /// [`Self::decode_latent`]; `length_repeats` as for [`Self::encode_latent_with`].
+    pub fn decode_latent_with(
         &self,
         z: &Activation,
         scratch: &mut Vec<f32>,
-    ) -> Result<Vec<f32>> {
-        self.decode_latent_with(z, scratch, true)
-    }
-
-    fn decode_latent_with(
-        &self,
-        z: &Activation,
-        scratch: &mut Vec<f32>,
-        concrete: bool,
+        length_repeats: bool,
     ) -> Result<Vec<f32>> {
         let (Some(graph), Some(info)) = (&self.decoder, &self.manifest.decoder) else {
             return Err(Error::Argument("model has no offline decoder graph".into()));
         };
+        let concrete = length_repeats || self.worth_concrete_plans(z.len() * self.hop());
         self.scoped(|| Ok(run_padded(graph, concrete, z, &info.pad, scratch, "decoder")?.data))
     }
 
@@ -306,27 +298,22 @@ impl OfflineGraph {
         if !want_concrete {
             return self.symbolic.clone();
         }
-        match plan_from_bytes(&self.bytes, Some(shape), self.engine) {
-            Ok(plan) => {
-                cache.truncate(CONCRETE_PLANS - 1);
-                cache.insert(0, (shape.to_vec(), plan.clone()));
-                plan
-            }
-            Err(msg) => {
-                eprintln!(
-                    "funcodec: {}: no plan for shape {shape:?} ({msg}); using the symbolic one",
-                    self.file
-                );
-                // Cached too, so a repeated length (a windowed stream) is not retried every window.
-                cache.truncate(CONCRETE_PLANS - 1);
-                cache.insert(0, (shape.to_vec(), self.symbolic.clone()));
-                self.symbolic.clone()
-            }
-        }
+        let plan = plan_from_bytes(&self.bytes, Some(shape), self.engine).unwrap_or_else(|msg| {
+            eprintln!(
+                "funcodec: {}: no plan for shape {shape:?} ({msg}); using the symbolic one",
+                self.file
+            );
+            self.symbolic.clone()
+        });
+        // A failure is cached too, so a repeated length (a windowed stream) is not retried
+        // every window.
+        cache.truncate(CONCRETE_PLANS - 1);
+        cache.insert(0, (shape.to_vec(), plan.clone()));
+        plan
     }
 }
 
-fn plan_from_bytes(
+pub(crate) fn plan_from_bytes(
     bytes: &[u8],
     shape: Option<&[usize]>,
     engine: Engine,

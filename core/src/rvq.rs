@@ -33,7 +33,7 @@ impl Codebooks {
         if embed.iter().any(|v| !v.is_finite()) {
             return Err(Error::Codes("codebooks contain NaN or infinity".into()));
         }
-        let padded = size.div_ceil(BLOCK) * BLOCK;
+        let padded = padded_size(size);
         let mut norms = vec![f32::INFINITY; n_q * padded];
         let mut blocked = vec![0.0f32; n_q * padded * dim];
         for q in 0..n_q {
@@ -56,10 +56,6 @@ impl Codebooks {
         })
     }
 
-    fn padded(&self) -> usize {
-        self.size.div_ceil(BLOCK) * BLOCK
-    }
-
     /// Codeword `k` of quantizer `q`.
     fn word(&self, q: usize, k: usize) -> &[f32] {
         &self.embed[(q * self.size + k) * self.dim..][..self.dim]
@@ -71,7 +67,7 @@ impl Codebooks {
     /// keeps the first maximum. (Summation order differs from torch's BLAS at float32 resolution:
     /// only exact ties can pick differently, as the parity tests check.)
     pub fn encode_frame(&self, residual: &mut [f32], codes: &mut [u16], dist: &mut Vec<f32>) {
-        let padded = self.padded();
+        let padded = padded_size(self.size);
         dist.resize(padded, 0.0);
         for (q, code) in codes.iter_mut().enumerate() {
             let blocks = &self.blocked[q * padded * self.dim..][..padded * self.dim];
@@ -118,6 +114,11 @@ impl Codebooks {
 
 /// Codewords whose dot products are accumulated in registers at once (4 AVX2 or 8 SSE registers).
 const BLOCK: usize = 32;
+
+/// Codewords per quantizer in the blocked layout: `size` rounded up to whole blocks.
+fn padded_size(size: usize) -> usize {
+    size.div_ceil(BLOCK) * BLOCK
+}
 
 /// `dist[k] = sum over d of e_k[d] * r[d]` for the codewords of one quantizer in blocked layout,
 /// accumulated in order d = 0, 1, … with separate multiply and add (never fused), so the bits are

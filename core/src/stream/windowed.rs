@@ -173,21 +173,13 @@ impl WindowedEncoder {
         };
         // Build the full window's plans now (one silent window), so that a live stream does not
         // stall at its first full window.
-        let silence = vec![0.0; enc.frames.full_len() * hop];
-        enc.encode(silence, true)?;
-        Ok(enc)
-    }
-
-    fn encode(&mut self, x: Vec<f32>, full: bool) -> Result<Activation> {
-        let x = Activation {
-            data: x,
+        let silence = Activation {
+            data: vec![0.0; enc.frames.full_len() * hop],
             channels: 1,
         };
-        if full {
-            self.model.encode_latent_repeated(x, &mut self.scratch)
-        } else {
-            self.model.encode_latent(x, &mut self.scratch)
-        }
+        enc.model
+            .encode_latent_with(silence, &mut enc.scratch, true)?;
+        Ok(enc)
     }
 
     /// Codes the job's block from its window of samples.
@@ -199,7 +191,14 @@ impl WindowedEncoder {
             let scale = (ms as f32).sqrt() + norm.eps;
             x.iter_mut().for_each(|v| *v /= scale);
         }
-        let z = self.encode(x, self.frames.is_full(&job))?;
+        let z = self.model.encode_latent_with(
+            Activation {
+                data: x,
+                channels: 1,
+            },
+            &mut self.scratch,
+            self.frames.is_full(&job),
+        )?;
         let frames = z.len();
         let first = self.frames.next - job.start;
         for t in first..first + job.count {
@@ -267,7 +266,7 @@ impl WindowedDecoder {
             channels: dim,
         };
         dec.model
-            .decode_latent_repeated(&silence, &mut dec.scratch)?;
+            .decode_latent_with(&silence, &mut dec.scratch, true)?;
         Ok(dec)
     }
 
@@ -283,11 +282,9 @@ impl WindowedDecoder {
                 z.data[c * frames + t] = v;
             }
         }
-        let y = if self.frames.is_full(&job) {
-            self.model.decode_latent_repeated(&z, &mut self.scratch)?
-        } else {
-            self.model.decode_latent(&z, &mut self.scratch)?
-        };
+        let y = self
+            .model
+            .decode_latent_with(&z, &mut self.scratch, self.frames.is_full(&job))?;
         let from = (self.frames.next - job.start) * hop;
         let to = from + job.count * hop;
         let mut block = y[from..to].to_vec();

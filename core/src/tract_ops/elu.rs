@@ -27,12 +27,7 @@ impl ElementWiseMiniOp for FusedElu {
     }
 
     fn eval_in_place(&self, t: &mut Tensor, out_dt: Option<DatumType>) -> TractResult<()> {
-        if out_dt.unwrap_or(t.datum_type()) != f32::datum_type() {
-            return Err(TractError::msg(format!(
-                "FusedElu supports f32 only, got {:?}",
-                t.datum_type()
-            )));
-        }
+        super::require_dt("FusedElu", t, out_dt, f32::datum_type())?;
         let exp = Func::Exp.ew_f32()?;
         let mut plain = t.try_as_plain_ram_mut()?;
         let xs = plain.as_slice_mut::<f32>()?;
@@ -76,12 +71,7 @@ mod tests {
         let out = plan
             .run(tvec!(Tensor::from_shape(&[xs.len()], xs).unwrap().into()))
             .unwrap();
-        out[0]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
+        super::super::values(&out[0])
     }
 
     fn same_bits(a: &[f32], b: &[f32]) -> bool {
@@ -138,13 +128,7 @@ mod tests {
             plan.run(inputs)
                 .unwrap()
                 .iter()
-                .map(|t| {
-                    t.to_plain_array_view::<f32>()
-                        .unwrap()
-                        .iter()
-                        .copied()
-                        .collect()
-                })
+                .map(|t| super::super::values(t))
                 .collect()
         };
         let fused = outputs(super::super::onnx_for_cpu());

@@ -1,5 +1,7 @@
 //! GroupNorm(1, C) statistics as one float64 op (see the module above for why).
 
+use std::collections::{HashMap, HashSet};
+
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{GraphProto, NodeProto};
 use tract_onnx::tract_hir::internal::*;
@@ -12,17 +14,18 @@ pub(super) const OP_TYPE: &str = "FuncodecGroupStatsF64";
 /// axes [1, 2])`. Each match whose intermediates nothing else reads becomes one node
 /// `(m, v) = FuncodecGroupStatsF64(x)`. Returns how many were rewritten.
 pub(super) fn rewrite(graph: &mut GraphProto) -> usize {
-    let mut rewritten = 0;
-    while let Some((cast_ix, remove, fused)) = find_chain(graph) {
-        graph.node[cast_ix] = fused;
-        let mut remove = remove;
-        remove.sort_unstable_by(|a, b| b.cmp(a));
-        for ix in remove {
-            graph.node.remove(ix);
-        }
-        rewritten += 1;
+    let chains = find_chains(graph);
+    let mut remove = HashSet::new();
+    for (cast_ix, others, fused) in &chains {
+        graph.node[*cast_ix] = fused.clone();
+        remove.extend(others.iter().copied());
     }
-    rewritten
+    let mut ix = 0;
+    graph.node.retain(|_| {
+        ix += 1;
+        !remove.contains(&(ix - 1))
+    });
+    chains.len()
 }
 
 fn attr_i(node: &NodeProto, name: &str) -> Option<i64> {
@@ -45,39 +48,44 @@ fn is_mean_12(node: &NodeProto, input: &str) -> bool {
         && attr_i(node, "keepdims").unwrap_or(1) == 1
 }
 
-/// The first chain to rewrite: (index of its Cast, indices of the other four nodes, the new node).
-fn find_chain(graph: &GraphProto) -> Option<(usize, Vec<usize>, NodeProto)> {
-    let readers = |name: &str| -> Vec<usize> {
-        let mut r: Vec<usize> = graph
-            .node
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.input.iter().any(|i| i == name))
-            .map(|(ix, _)| ix)
-            .collect();
-        if graph.output.iter().any(|o| o.name == name) {
-            r.push(usize::MAX); // a graph output must stay
+/// Stands for "a graph output" among a value's readers: such a value must stay.
+const GRAPH_OUTPUT: usize = usize::MAX;
+
+/// Every chain to rewrite: (index of its Cast, indices of its other four nodes, the new node).
+/// Chains never share a node: each intermediate has its chain's nodes as its only readers.
+fn find_chains(graph: &GraphProto) -> Vec<(usize, [usize; 4], NodeProto)> {
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (ix, n) in graph.node.iter().enumerate() {
+        for i in &n.input {
+            let r = readers.entry(i.as_str()).or_default();
+            if r.last() != Some(&ix) {
+                r.push(ix); // a node reading a value twice (Mul(c, c)) counts once
+            }
         }
-        r
-    };
+    }
+    for o in &graph.output {
+        readers
+            .entry(o.name.as_str())
+            .or_default()
+            .push(GRAPH_OUTPUT);
+    }
+    let readers = |name: &str| readers.get(name).map_or(&[][..], |r| &r[..]);
     const DOUBLE: i64 = 11;
+    let mut chains = Vec::new();
     for (cast_ix, cast) in graph.node.iter().enumerate() {
         if cast.op_type != "Cast" || attr_i(cast, "to") != Some(DOUBLE) || cast.output.len() != 1 {
             continue;
         }
         let d = &cast.output[0];
         let rd = readers(d);
-        if rd.len() != 2 {
+        if rd.len() != 2 || rd.contains(&GRAPH_OUTPUT) {
             continue;
         }
-        let Some(&mean_ix) = rd
-            .iter()
-            .find(|&&ix| ix != usize::MAX && is_mean_12(&graph.node[ix], d))
-        else {
+        let Some(&mean_ix) = rd.iter().find(|&&ix| is_mean_12(&graph.node[ix], d)) else {
             continue;
         };
         let m = &graph.node[mean_ix].output[0];
-        let Some(&sub_ix) = rd.iter().find(|&&ix| ix != mean_ix && ix != usize::MAX) else {
+        let Some(&sub_ix) = rd.iter().find(|&&ix| ix != mean_ix) else {
             continue;
         };
         let sub = &graph.node[sub_ix];
@@ -85,21 +93,19 @@ fn find_chain(graph: &GraphProto) -> Option<(usize, Vec<usize>, NodeProto)> {
             continue;
         }
         let c = &sub.output[0];
-        let rc = readers(c);
-        if rc.len() != 1 || rc[0] == usize::MAX {
+        let &[mul_ix] = readers(c) else { continue };
+        if mul_ix == GRAPH_OUTPUT {
             continue;
         }
-        let mul_ix = rc[0];
         let mul = &graph.node[mul_ix];
         if mul.op_type != "Mul" || mul.input[..] != [c.clone(), c.clone()] {
             continue;
         }
         let s = &mul.output[0];
-        let rs = readers(s);
-        if rs.len() != 1 || rs[0] == usize::MAX || !is_mean_12(&graph.node[rs[0]], s) {
+        let &[var_ix] = readers(s) else { continue };
+        if var_ix == GRAPH_OUTPUT || !is_mean_12(&graph.node[var_ix], s) {
             continue;
         }
-        let var_ix = rs[0];
         let fused = NodeProto {
             name: format!("{}.group_stats_f64", cast.name),
             op_type: OP_TYPE.into(),
@@ -107,9 +113,9 @@ fn find_chain(graph: &GraphProto) -> Option<(usize, Vec<usize>, NodeProto)> {
             output: vec![m.clone(), graph.node[var_ix].output[0].clone()],
             ..Default::default()
         };
-        return Some((cast_ix, vec![mean_ix, sub_ix, mul_ix, var_ix], fused));
+        chains.push((cast_ix, [mean_ix, sub_ix, mul_ix, var_ix], fused));
     }
-    None
+    chains
 }
 
 pub(super) fn build(
@@ -232,6 +238,8 @@ impl TypedOp for GroupStatsF64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Engine;
+    use crate::model::{Plan, plan_from_bytes};
     use tract_onnx::prelude::Framework;
 
     const GN_MODEL: &str = concat!(
@@ -239,24 +247,8 @@ mod tests {
         "/../tests/data/tiny_gn_ds640/model"
     );
 
-    fn run(model: InferenceModel, x: &Tensor, concrete: bool) -> Vec<f32> {
-        let model = if concrete {
-            model
-                .with_input_fact(0, f32::fact(x.shape()).into())
-                .unwrap()
-        } else {
-            model
-        };
-        let mut typed = model.into_typed().unwrap().into_decluttered().unwrap();
-        super::super::keep_f64_mean_of_squares(&mut typed).unwrap();
-        let plan = typed.into_optimized().unwrap().into_runnable().unwrap();
-        let out = plan.run(tvec!(x.clone().into())).unwrap();
-        out[0]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
+    fn run(plan: Plan, x: &Tensor) -> Vec<f32> {
+        super::super::values(&plan.run(tvec!(x.clone().into())).unwrap()[0])
     }
 
     /// The exporter's GroupNorm graphs: every statistics chain is found, and the graph computes
@@ -285,12 +277,14 @@ mod tests {
                 .collect();
             let x = Tensor::from_shape(&[1, channels, len], &data).unwrap();
             for concrete in [false, true] {
-                let ours = run(super::super::read_for_cpu(&bytes).unwrap(), &x, concrete);
-                let plain = run(
-                    tract_onnx::onnx().model_for_read(&mut &bytes[..]).unwrap(),
-                    &x,
-                    concrete,
-                );
+                let shape = concrete.then_some(x.shape());
+                // The runtime's own path, against tract's front end through the same engine.
+                let ours = run(plan_from_bytes(&bytes, shape, Engine::CPU).unwrap(), &x);
+                let mut plain = tract_onnx::onnx().model_for_read(&mut &bytes[..]).unwrap();
+                if let Some(shape) = shape {
+                    plain = plain.with_input_fact(0, f32::fact(shape).into()).unwrap();
+                }
+                let plain = run(Engine::CPU.prepare(plain).unwrap(), &x);
                 assert_eq!(ours.len(), plain.len());
                 let scale = plain.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let diff = ours
@@ -316,18 +310,10 @@ mod tests {
         let out = GroupStatsF64
             .eval(&EvalContext::out_of_plan(), tvec!(x.into_tvalue()))
             .unwrap();
-        let got_mean = out[0]
-            .to_plain_array_view::<f64>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect::<Vec<_>>();
-        let got_var = out[1]
-            .to_plain_array_view::<f64>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect::<Vec<_>>();
+        let (got_mean, got_var) = (
+            super::super::values::<f64>(&out[0]),
+            super::super::values::<f64>(&out[1]),
+        );
         for (b, item) in data.chunks(c * t).enumerate() {
             let n = item.len() as f64;
             let mean = item.iter().map(|&v| v as f64).sum::<f64>() / n;

@@ -17,12 +17,7 @@ impl ElementWiseMiniOp for SquareF64 {
     }
 
     fn eval_in_place(&self, t: &mut Tensor, out_dt: Option<DatumType>) -> TractResult<()> {
-        if out_dt.unwrap_or(t.datum_type()) != f64::datum_type() {
-            return Err(TractError::msg(format!(
-                "SquareF64 supports f64 only, got {:?}",
-                t.datum_type()
-            )));
-        }
+        super::require_dt("SquareF64", t, out_dt, f64::datum_type())?;
         let mut plain = t.try_as_plain_ram_mut()?;
         for x in plain.as_slice_mut::<f64>()? {
             *x *= *x;
@@ -116,12 +111,7 @@ mod tests {
             let plan = m.into_optimized().unwrap().into_runnable().unwrap();
             let x = Tensor::from_shape(&[1, n], &xs).unwrap();
             let out = plan.run(tvec!(x.into())).unwrap();
-            *out[0]
-                .to_plain_array_view::<f64>()
-                .unwrap()
-                .iter()
-                .next()
-                .unwrap()
+            super::super::values::<f64>(&out[0])[0]
         };
         let fused = build();
         let is_mos = |m: &TypedModel| {

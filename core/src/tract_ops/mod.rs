@@ -1,5 +1,6 @@
-//! Where the runtime changes what tract makes of a graph, and why. All of it is for the CPU
-//! engine; the CUDA engine gets tract's standard ops, which are the ones it translates.
+//! Where the runtime changes what tract makes of a graph, and why. The two ops are for the CPU
+//! engine (the CUDA engine gets tract's standard ops, which are the ones it translates); the
+//! mean-of-squares pass runs for both.
 //!
 //! * [`elu`]: ELU as one in-place op. tract-onnx expands ONNX `Elu` into five nodes (Exp, Sub,
 //!   Mul, a comparison, Iff), each writing a fresh tensor: about a fifth of a streaming step of
@@ -42,4 +43,27 @@ pub fn read_for_cpu(bytes: &[u8]) -> TractResult<InferenceModel> {
         group_stats::rewrite(graph);
     }
     onnx.model_for_proto_model(&proto)
+}
+
+/// Refuses a tensor an element-wise op of this module cannot compute in place: its output type
+/// must be `want`.
+fn require_dt(op: &str, t: &Tensor, out_dt: Option<DatumType>, want: DatumType) -> TractResult<()> {
+    if out_dt.unwrap_or(t.datum_type()) == want {
+        Ok(())
+    } else {
+        Err(TractError::msg(format!(
+            "{op} supports {want:?} only, got {:?}",
+            t.datum_type()
+        )))
+    }
+}
+
+/// A tensor's values, in order (for the tests).
+#[cfg(test)]
+fn values<T: Datum + Copy>(t: &Tensor) -> Vec<T> {
+    t.to_plain_array_view::<T>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
 }
