@@ -143,6 +143,72 @@ fn scp_mode_writes_funcodecs_own_codecs_txt() {
     assert_eq!(std::fs::read_to_string(&back).unwrap(), ours);
 }
 
+/// A step-graph model codes a wav.scp several utterances at a time (`--batch`); the result is
+/// the one-at-a-time result, in input order, with any number of threads.
+#[test]
+fn scp_batches_utterances_of_step_models() {
+    let v = "tiny_causal_ds640";
+    let model = model_dir(v).with_file_name("model_steps");
+    let d = scratch("cli-scp-batch");
+    let scp = d.join("wav.scp");
+    let clips = [
+        "clip7_161234",
+        "clip0_1",
+        "clip4_1921",
+        "clip6_16123",
+        "clip2_80",
+    ];
+    let lines: Vec<String> = clips
+        .iter()
+        .map(|c| format!("{c} {}", clip_path(v, c).display()))
+        .collect();
+    std::fs::write(&scp, lines.join("\n") + "\n").unwrap();
+    let encode = |batch: &str, jobs: &str| {
+        let out = d.join(format!("codecs-b{batch}-j{jobs}.txt"));
+        ok(&[
+            "encode",
+            "--model",
+            s(&model),
+            "--scp",
+            s(&scp),
+            "--codecs-out",
+            s(&out),
+            "--n-q",
+            "6",
+            "--batch",
+            batch,
+            "--jobs",
+            jobs,
+        ]);
+        std::fs::read_to_string(out).unwrap()
+    };
+    let one = encode("1", "1");
+    let ids: Vec<&str> = one.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(ids, clips);
+    assert_eq!(encode("3", "1"), one);
+    assert_eq!(encode("2", "2"), one);
+
+    let codecs = d.join("codecs-b1-j1.txt");
+    let decode = |batch: &str| {
+        let out = d.join(format!("wav-b{batch}"));
+        ok(&[
+            "decode",
+            s(&codecs),
+            "-o",
+            s(&out),
+            "--model",
+            s(&model),
+            "--batch",
+            batch,
+        ]);
+        clips
+            .iter()
+            .map(|c| std::fs::read(out.join(format!("{c}.wav"))).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(decode("4"), decode("1"));
+}
+
 #[test]
 fn encode_decode_roundtrip_and_info() {
     let v = VARIANTS[0];
@@ -318,6 +384,9 @@ fn bench_reports_streaming_figures_and_a_profile() {
     assert_eq!(v["streaming"]["mode"], "exact");
     assert!(v["streaming"]["frame_ms_p99"].as_f64().unwrap() > 0.0);
     assert_eq!(v["multi_stream"]["streams"], 2);
+    let batched = &v["multi_stream"]["batched"];
+    assert!(batched["realtime_streams_per_core"].as_f64().unwrap() > 0.0);
+    assert!(batched["tick_ms_p99"].as_f64().unwrap() > 0.0);
     for stage in ["encoder_step", "decoder_step"] {
         let ops = v["profile"][stage]["ops"].as_array().unwrap();
         assert!(!ops.is_empty(), "{stage}: no ops");

@@ -97,6 +97,23 @@ pub struct StateInfo {
     pub input: String,
     pub output: String,
     pub shape: Vec<usize>,
+    /// The axis that holds the stream (batch) index: 0 for conv history `[1, C, K]`, 1 for LSTM
+    /// `(h, c)` `[layers, 1, hidden]`. Written by exporter 0.2 on; older manifests get
+    /// [`StateInfo::batch_axis`]'s rule.
+    #[serde(default, rename = "batch_axis")]
+    pub batch_axis_field: Option<usize>,
+}
+
+impl StateInfo {
+    /// The stream axis; without the manifest field, LSTM-shaped `[L > 1, 1, H]` states use axis 1
+    /// and everything else axis 0 (the exporter's two layouts).
+    pub fn batch_axis(&self) -> usize {
+        self.batch_axis_field
+            .unwrap_or(match self.shape.as_slice() {
+                [l, 1, _] if *l > 1 => 1,
+                _ => 0,
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,6 +215,16 @@ impl Manifest {
                     st.decoder.in_shape, st.decoder.out_shape
                 ));
             }
+            for s in st.encoder.states.iter().chain(&st.decoder.states) {
+                if s.shape.get(s.batch_axis()) != Some(&1) {
+                    return Err(format!(
+                        "state {} of shape {:?} has no stream axis {} of size 1",
+                        s.input,
+                        s.shape,
+                        s.batch_axis()
+                    ));
+                }
+            }
             files.push(&st.encoder.file);
             files.push(&st.decoder.file);
         }
@@ -256,4 +283,28 @@ impl Manifest {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StateInfo;
+
+    fn state(shape: &[usize], field: Option<usize>) -> StateInfo {
+        StateInfo {
+            input: "s".into(),
+            output: "n".into(),
+            shape: shape.to_vec(),
+            batch_axis_field: field,
+        }
+    }
+
+    /// Exporter 0.2 writes the stream axis; older manifests get the rule for its two layouts.
+    #[test]
+    fn stream_axis_from_the_field_or_the_layout() {
+        assert_eq!(state(&[1, 64, 6], None).batch_axis(), 0);
+        assert_eq!(state(&[1, 1, 6], None).batch_axis(), 0);
+        assert_eq!(state(&[2, 1, 256], None).batch_axis(), 1);
+        assert_eq!(state(&[1, 1, 256], Some(1)).batch_axis(), 1);
+        assert_eq!(state(&[2, 1, 256], Some(0)).batch_axis(), 0);
+    }
 }

@@ -81,7 +81,7 @@ impl CodecModel {
                 msg: "not a directory".into(),
             });
         }
-        let manifest = Manifest::load(&dir)?;
+        let manifest = Arc::new(Manifest::load(&dir)?);
         let mut encoder = Vec::new();
         for seg in manifest.encoder.iter().flat_map(|e| &e.segments) {
             let graph = OfflineGraph::load(&manifest, &dir, &seg.file, engine)?;
@@ -109,7 +109,7 @@ impl CodecModel {
                 msg: e.to_string(),
             })?;
         Ok(CodecModel {
-            manifest: Arc::new(manifest),
+            manifest,
             dir,
             encoder: Arc::new(encoder),
             decoder,
@@ -318,13 +318,31 @@ pub(crate) fn plan_from_bytes(
     shape: Option<&[usize]>,
     engine: Engine,
 ) -> std::result::Result<Plan, String> {
+    let shapes: Vec<Vec<usize>> = shape.iter().map(|s| s.to_vec()).collect();
+    plan_from_facts(bytes, &shapes, engine)
+}
+
+/// A plan with the first `shapes.len()` inputs fixed to those f32 shapes; the outputs' shapes
+/// declared in the file are dropped, since they follow from the inputs.
+pub(crate) fn plan_from_facts(
+    bytes: &[u8],
+    shapes: &[Vec<usize>],
+    engine: Engine,
+) -> std::result::Result<Plan, String> {
     let mut model = engine
         .read_onnx(bytes)
         .map_err(|e| format!("not a loadable ONNX graph: {e:#}"))?;
-    if let Some(shape) = shape {
-        model = model
-            .with_input_fact(0, f32::fact(shape).into())
-            .map_err(|e| format!("cannot set input shape: {e:#}"))?;
+    if !shapes.is_empty() {
+        for (i, shape) in shapes.iter().enumerate() {
+            model
+                .set_input_fact(i, f32::fact(shape).into())
+                .map_err(|e| format!("cannot set the shape of input {i}: {e:#}"))?;
+        }
+        for o in 0..model.output_outlets().map_or(0, |o| o.len()) {
+            model
+                .set_output_fact(o, InferenceFact::default())
+                .map_err(|e| format!("cannot clear output {o}: {e:#}"))?;
+        }
     }
     engine
         .prepare(model)

@@ -87,6 +87,44 @@ impl Codebooks {
         }
     }
 
+    /// [`Self::encode_frame`] for `n_qs.len()` frames at once: frame `j` is
+    /// `residuals[j * dim..][..dim]` (quantised in place) with `n_qs[j]` quantizers, its codes go to
+    /// `codes[j * stride..][..n_qs[j]]`. Each block of codewords is read once for all frames (a
+    /// single frame streams the whole 8 MB codebook set from memory), and every frame gets the bits
+    /// `encode_frame` gives it alone: the same products are summed in the same order.
+    pub fn encode_frames(
+        &self,
+        residuals: &mut [f32],
+        n_qs: &[usize],
+        codes: &mut [u16],
+        stride: usize,
+        dist: &mut Vec<f32>,
+    ) {
+        let (k, dim, padded) = (n_qs.len(), self.dim, padded_size(self.size));
+        debug_assert!(residuals.len() >= k * dim && codes.len() >= k * stride);
+        dist.resize(k * padded, 0.0);
+        let stages = n_qs.iter().copied().max().unwrap_or(0).min(self.n_q);
+        for q in 0..stages {
+            let blocks = &self.blocked[q * padded * dim..][..padded * dim];
+            dots_many(blocks, dim, residuals, n_qs, q, padded, dist);
+            let norms = &self.norms[q * padded..][..padded];
+            for j in (0..k).filter(|&j| n_qs[j] > q) {
+                let mut best = (f32::INFINITY, 0usize);
+                for (i, (&n, &dot)) in norms.iter().zip(&dist[j * padded..]).enumerate() {
+                    let d = n - 2.0 * dot;
+                    if d < best.0 {
+                        best = (d, i);
+                    }
+                }
+                codes[j * stride + q] = best.1 as u16;
+                let r = &mut residuals[j * dim..][..dim];
+                for (r, &e) in r.iter_mut().zip(self.word(q, best.1)) {
+                    *r -= e;
+                }
+            }
+        }
+    }
+
     /// Sum of the codewords of the quantizers present (never padded with code 0: 0 is a real word).
     pub fn decode_frame(&self, codes: &[u16], out: &mut [f32]) -> Result<()> {
         if codes.len() > self.n_q {
@@ -156,6 +194,64 @@ fn dots_portable(blocks: &[f32], dim: usize, r: &[f32], dist: &mut [f32]) {
     }
 }
 
+/// [`dots`] for the frames `j` with `n_qs[j] > q`, block by block so each block is loaded once:
+/// `dist[j * padded + k]` for frame `j`'s residual `rs[j * dim..]`.
+fn dots_many(
+    blocks: &[f32],
+    dim: usize,
+    rs: &[f32],
+    n_qs: &[usize],
+    q: usize,
+    padded: usize,
+    dist: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { dots_many_avx2(blocks, dim, rs, n_qs, q, padded, dist) };
+        }
+    }
+    dots_many_portable(blocks, dim, rs, n_qs, q, padded, dist)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dots_many_avx2(
+    blocks: &[f32],
+    dim: usize,
+    rs: &[f32],
+    n_qs: &[usize],
+    q: usize,
+    padded: usize,
+    dist: &mut [f32],
+) {
+    dots_many_portable(blocks, dim, rs, n_qs, q, padded, dist)
+}
+
+#[inline(always)]
+fn dots_many_portable(
+    blocks: &[f32],
+    dim: usize,
+    rs: &[f32],
+    n_qs: &[usize],
+    q: usize,
+    padded: usize,
+    dist: &mut [f32],
+) {
+    for (b, block) in blocks.chunks_exact(dim * BLOCK).enumerate() {
+        for (j, _) in n_qs.iter().enumerate().filter(|(_, n)| **n > q) {
+            let mut acc = [0.0f32; BLOCK];
+            for (row, &rd) in block.chunks_exact(BLOCK).zip(&rs[j * dim..][..dim]) {
+                for (a, &e) in acc.iter_mut().zip(row) {
+                    *a += e * rd;
+                }
+            }
+            dist[j * padded + b * BLOCK..][..BLOCK].copy_from_slice(&acc);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +304,40 @@ mod tests {
                     "residual differs: size {size} dim {dim} frame {frame}"
                 );
             }
+        }
+    }
+
+    /// Several frames at once, each with its own quantizer count, give each frame's own bits.
+    #[test]
+    fn frames_at_once_equal_one_at_a_time() {
+        let (n_q, size, dim) = (6, 100, 16);
+        let embed: Vec<f32> = (0..n_q * size * dim)
+            .map(|i| ((i * 104_729 % 4001) as f32 / 2000.0 - 1.0) * 0.9)
+            .collect();
+        let bytes: Vec<u8> = embed.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let cb = Codebooks::from_le_bytes(&bytes, n_q, size, dim).unwrap();
+        let n_qs = [6, 1, 3, 6, 2];
+        let frames: Vec<f32> = (0..n_qs.len() * dim)
+            .map(|i| (i as f32 * 0.61).cos() * 1.5)
+            .collect();
+        let mut batch_r = frames.clone();
+        let mut batch_codes = vec![u16::MAX; n_qs.len() * n_q];
+        cb.encode_frames(&mut batch_r, &n_qs, &mut batch_codes, n_q, &mut Vec::new());
+        for (j, &nq) in n_qs.iter().enumerate() {
+            let mut r = frames[j * dim..][..dim].to_vec();
+            let mut c = vec![0u16; nq];
+            cb.encode_frame(&mut r, &mut c, &mut Vec::new());
+            assert_eq!(&batch_codes[j * n_q..][..nq], &c[..], "frame {j}");
+            assert!(
+                batch_codes[j * n_q + nq..(j + 1) * n_q]
+                    .iter()
+                    .all(|&c| c == u16::MAX)
+            );
+            let same = r
+                .iter()
+                .zip(&batch_r[j * dim..])
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "frame {j}: residual differs");
         }
     }
 }

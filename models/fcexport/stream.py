@@ -121,6 +121,10 @@ class StepChain(nn.Module):
     def zero_states(self) -> list[torch.Tensor]:
         return [torch.zeros(s) for s in self.state_shapes()]
 
+    def batch_axes(self) -> list[int]:
+        """Axis of each state that holds the stream index (the runtime batches streams on it)."""
+        return [1 if isinstance(m, StepLSTM) else 0 for m in self.layers for _ in m.state_shapes()]
+
 
 def _tail_step(m: nn.Module, alpha: float) -> nn.Module:
     if isinstance(m, ResBlock):
@@ -159,7 +163,8 @@ def export_step(chain: StepChain, example: torch.Tensor, path: str, opset: int) 
         warnings.simplefilter("ignore")
         torch.onnx.export(chain, (example, *states), path, input_names=names_in, output_names=names_out,
                           opset_version=opset, dynamo=False, do_constant_folding=True)
-    return [dict(input=f"s{i}", output=f"n{i}", shape=list(s.shape)) for i, s in enumerate(states)]
+    return [dict(input=f"s{i}", output=f"n{i}", shape=list(s.shape), batch_axis=a)
+            for i, (s, a) in enumerate(zip(states, chain.batch_axes()))]
 
 
 def run_steps(chain: StepChain, x: torch.Tensor, block: int) -> torch.Tensor:

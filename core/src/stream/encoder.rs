@@ -35,6 +35,16 @@ struct RvqScratch {
 }
 
 impl RvqScratch {
+    fn new(model: &CodecModel, n_q: usize) -> RvqScratch {
+        RvqScratch {
+            n_q,
+            residual: vec![0.0; model.latent_dim()],
+            codes: vec![0; model.num_quantizers()],
+            dist: vec![0.0; model.codebooks.size],
+            frames_out: 0,
+        }
+    }
+
     fn emit(
         &mut self,
         books: &Codebooks,
@@ -67,20 +77,13 @@ impl StreamEncoder {
         n_q: usize,
     ) -> Result<Self> {
         model.check_n_q(n_q)?;
-        let (hop, dim, nmax) = (model.hop(), model.latent_dim(), model.num_quantizers());
-        let size = model.codebooks.size;
+        let hop = model.hop();
         Ok(StreamEncoder {
+            rvq: RvqScratch::new(&model, n_q),
             model,
             inner,
             pending: Vec::with_capacity(hop),
             frame: vec![0.0; hop],
-            rvq: RvqScratch {
-                n_q,
-                residual: vec![0.0; dim],
-                codes: vec![0; nmax],
-                dist: vec![0.0; size],
-                frames_out: 0,
-            },
             samples_in: 0,
         })
     }

@@ -6,17 +6,22 @@
 //! * [`StreamDecoder`]: push frames of codes (any quantizer count per frame), get PCM; `conceal`
 //!   covers a lost frame.
 //!
+//! * [`BatchEncoder`] / [`BatchDecoder`]: many causal streams stepped together, one batched graph
+//!   run per tick ([`encode_batched`] / [`decode_batched`] for whole utterances).
+//!
 //! Both own their state; the model ([`CodecModel`]) is shared and immutable, so one loaded model
 //! serves any number of streams. The per-frame work sits behind two small traits, [`LatentEncoder`]
 //! and [`LatentDecoder`]: the exact causal path runs the model's step graphs; FunCodec's released
 //! non-causal models stream approximately through windows of the offline graphs ([`StreamMode`]).
 
+mod batch;
 mod causal;
 mod decoder;
 mod encoder;
 pub mod step;
 mod windowed;
 
+pub use batch::{BatchDecoder, BatchEncoder, decode_batched, encode_batched};
 pub use causal::{CausalDecoder, CausalEncoder};
 pub use decoder::StreamDecoder;
 pub use encoder::{Flushed, StreamEncoder};

@@ -4,7 +4,8 @@
 //! owns the state tensors and tract's execution state, so one loaded model serves any number of streams.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::*;
@@ -14,28 +15,36 @@ use tract_onnx::tract_core::runtime::State;
 use crate::backend::Engine;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, StepGraphInfo};
-use crate::model::{Plan, load_plan};
+use crate::model::{Plan, load_plan, plan_from_facts};
 
 pub struct StepGraph {
     plan: Plan,
     states: Vec<Vec<usize>>,
+    /// Per state, the axis that holds the stream index.
+    batch_axes: Vec<usize>,
     in_shape: Vec<usize>,
     in_len: usize,
     out_len: usize,
     stage: &'static str,
     /// Bytes of state one stream carries through this graph.
     pub state_bytes: usize,
+    /// Where the graph was read from, to build batched plans on demand (not kept in memory).
+    source: (Arc<Manifest>, PathBuf, String),
+    engine: Engine,
+    /// Plans for several streams per run, by batch size (built when first asked for).
+    batch_plans: Mutex<Vec<(usize, Plan)>>,
 }
 
 impl StepGraph {
     pub(crate) fn load(
-        manifest: &Manifest,
+        manifest: &Arc<Manifest>,
         dir: &Path,
         info: &StepGraphInfo,
         stage: &'static str,
         engine: Engine,
     ) -> Result<StepGraph> {
         let plan = load_plan(manifest, dir, &info.file, engine)?;
+        debug_assert_eq!(info.in_shape[0], 1);
         let (n_in, n_out) = (plan.input_count(), plan.output_count());
         if n_in != 1 + info.states.len() || n_out != 1 + info.states.len() {
             return Err(Error::ModelFile {
@@ -54,9 +63,13 @@ impl StepGraph {
             in_len: info.in_shape.iter().product(),
             out_len: info.out_shape.iter().product(),
             in_shape: info.in_shape.clone(),
+            batch_axes: info.states.iter().map(|s| s.batch_axis()).collect(),
             states,
             stage,
             state_bytes,
+            source: (manifest.clone(), dir.to_path_buf(), info.file.clone()),
+            engine,
+            batch_plans: Mutex::new(Vec::new()),
         })
     }
 
@@ -174,6 +187,186 @@ impl StepGraph {
 
     pub fn reset(&self, r: &mut StepRunner) -> Result<()> {
         self.zero(r)
+    }
+
+    /// The plan that runs `n` streams per call (cached; built from the model file on first use).
+    fn batch_plan(&self, n: usize) -> Result<Plan> {
+        let mut cache = self.batch_plans.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, plan)) = cache.iter().find(|(b, _)| *b == n) {
+            return Ok(plan.clone());
+        }
+        let (manifest, dir, file) = &self.source;
+        let bytes = manifest.read_checked(dir, file)?;
+        let mut shapes = vec![with_batch(&self.in_shape, 0, n)];
+        shapes.extend(
+            self.states
+                .iter()
+                .zip(&self.batch_axes)
+                .map(|(s, &axis)| with_batch(s, axis, n)),
+        );
+        let plan = plan_from_facts(&bytes, &shapes, self.engine)
+            .map_err(|msg| self.msg(format!("no plan for {n} streams per run: {msg}")))?;
+        cache.push((n, plan.clone()));
+        Ok(plan)
+    }
+
+    /// Runs one step of several streams in one call of the graph: stream `runners[ix[j]]` takes
+    /// `x[j * in_len..][..in_len]` and writes `out[j * out_len..][..out_len]`. Their states are
+    /// gathered into one batch and scattered back; rows beyond `ix.len()` up to the plan's batch
+    /// size are zeros whose results are dropped. On failure the streams in `ix` restart from zero
+    /// state, as with [`Self::step`]. Equal to stepping each stream alone up to float rounding
+    /// (a batched matrix product may sum in another order).
+    pub fn step_batch(
+        &self,
+        exec: &mut BatchExec,
+        runners: &mut [StepRunner],
+        ix: &[usize],
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        debug_assert_eq!(x.len(), ix.len() * self.in_len);
+        debug_assert_eq!(out.len(), ix.len() * self.out_len);
+        match ix {
+            [] => return Ok(()),
+            [i] => return self.step(&mut runners[*i], x, out),
+            _ => {}
+        }
+        let n = exec.size_for(ix.len());
+        let result = exec
+            .state(self, n)
+            .and_then(|st| self.try_step_batch(st, n, runners, ix, x, out));
+        if result.is_err() {
+            for &i in ix {
+                self.zero(&mut runners[i])?;
+            }
+        }
+        result
+    }
+
+    fn try_step_batch(
+        &self,
+        exec: &mut dyn State,
+        n: usize,
+        runners: &mut [StepRunner],
+        ix: &[usize],
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let e = |e: TractError| self.err(e);
+        let mut inputs: TVec<TValue> = TVec::with_capacity(1 + self.states.len());
+        let mut xin = Tensor::zero::<f32>(&with_batch(&self.in_shape, 0, n)).map_err(e)?;
+        plain_mut(&mut xin).map_err(e)?[..x.len()].copy_from_slice(x);
+        inputs.push(xin.into());
+        for (j, (shape, &axis)) in self.states.iter().zip(&self.batch_axes).enumerate() {
+            let mut batch = Tensor::zero::<f32>(&with_batch(shape, axis, n)).map_err(e)?;
+            let dst = plain_mut(&mut batch).map_err(e)?;
+            for (row, &i) in ix.iter().enumerate() {
+                let src = plain(&runners[i].states[j]).map_err(e)?;
+                for_rows(shape, axis, n, row, |b, s| dst[b].copy_from_slice(&src[s]));
+            }
+            inputs.push(batch.into());
+        }
+        let outputs = exec.run(inputs).map_err(e)?;
+        if outputs.len() != 1 + self.states.len() {
+            return Err(self.msg(format!("{} outputs", outputs.len())));
+        }
+        let y = plain(&outputs[0]).map_err(e)?;
+        if y.len() != n * self.out_len {
+            return Err(self.msg(format!(
+                "batched output has {} values, expected {}",
+                y.len(),
+                n * self.out_len
+            )));
+        }
+        out.copy_from_slice(&y[..out.len()]);
+        for (j, (shape, &axis)) in self.states.iter().zip(&self.batch_axes).enumerate() {
+            let src = plain(&outputs[1 + j]).map_err(e)?;
+            for (row, &i) in ix.iter().enumerate() {
+                let dst = plain_mut(&mut runners[i].states[j]).map_err(e)?;
+                for_rows(shape, axis, n, row, |b, s| dst[s].copy_from_slice(&src[b]));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `shape` (one stream) with `n` streams on `axis`.
+fn with_batch(shape: &[usize], axis: usize, n: usize) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    s[axis] = n;
+    s
+}
+
+/// Calls `f(batch_range, stream_range)` for each contiguous run of values that stream `row` of a
+/// batch of `n` owns, for a one-stream state of `shape` batched on `axis`.
+fn for_rows(
+    shape: &[usize],
+    axis: usize,
+    n: usize,
+    row: usize,
+    mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>),
+) {
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    for o in 0..outer {
+        let b = (o * n + row) * inner;
+        f(b..b + inner, o * inner..(o + 1) * inner);
+    }
+}
+
+fn plain(t: &Tensor) -> TractResult<&[f32]> {
+    t.try_as_plain_ram()?.as_slice::<f32>()
+}
+
+fn plain_mut(t: &mut Tensor) -> TractResult<&mut [f32]> {
+    t.to_plain_array_view_mut::<f32>()?
+        .into_slice()
+        .ok_or_else(|| TractError::msg("state tensor is not contiguous"))
+}
+
+/// tract's execution states for the batched plans of one group of streams (one per batch size).
+pub struct BatchExec {
+    capacity: usize,
+    states: Vec<(usize, Box<dyn State>)>,
+}
+
+impl BatchExec {
+    /// For groups of up to `capacity` streams per run.
+    pub fn new(capacity: usize) -> Self {
+        BatchExec {
+            capacity: capacity.max(1),
+            states: Vec::new(),
+        }
+    }
+
+    /// Batch sizes that get a plan: powers of two, and the capacity itself, so a group needs
+    /// about log2(capacity) plans (each holds its own packed weights) and wastes at most half a
+    /// run on zero rows.
+    fn size_for(&self, k: usize) -> usize {
+        k.next_power_of_two().min(self.capacity.max(k))
+    }
+
+    /// Builds every plan a run of 2..=capacity streams will use, so that no live run stalls on one.
+    pub fn prepare(&mut self, graph: &StepGraph) -> Result<()> {
+        let mut k = 2;
+        while k <= self.capacity {
+            let n = self.size_for(k);
+            self.state(graph, n)?;
+            k = n + 1;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self, graph: &StepGraph, n: usize) -> Result<&mut dyn State> {
+        let ix = match self.states.iter().position(|(b, _)| *b == n) {
+            Some(ix) => ix,
+            None => {
+                let st = graph.batch_plan(n)?.spawn().map_err(|e| graph.err(e))?;
+                self.states.push((n, st));
+                self.states.len() - 1
+            }
+        };
+        Ok(self.states[ix].1.as_mut())
     }
 }
 

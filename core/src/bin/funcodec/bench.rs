@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use funcodec_core::stream::{BatchDecoder, BatchEncoder};
 use funcodec_core::{Backend, CodecModel, Codes, StreamDecoder, StreamEncoder};
 use serde_json::json;
 
@@ -176,13 +178,20 @@ pub fn run(dir: &Path, pcm: &[f32], opt: &Options) -> Result<serde_json::Value> 
         }
         let wall = t.elapsed().as_secs_f64();
         let rss_streams = rss_bytes().saturating_sub(rss_before);
+        let per_core = streams as f64 * frames as f64 * frame_s / wall;
         out["multi_stream"] = json!({
             "streams": streams,
             "wall_s": wall,
             "audio_s_per_stream": frames as f64 * frame_s,
-            "realtime_streams_per_core": streams as f64 * frames as f64 * frame_s / wall,
+            "realtime_streams_per_core": per_core,
             "rss_bytes_per_stream": rss_streams / streams as u64,
         });
+        if exact {
+            let batched = bench_batched(&shared, pcm, n_q, streams)?;
+            let ratio = batched["realtime_streams_per_core"].as_f64().unwrap_or(0.0) / per_core;
+            out["multi_stream"]["batched"] = batched;
+            out["multi_stream"]["batched_vs_interleaved"] = json!(ratio);
+        }
     }
     if profile && exact {
         out["profile"] = if model.backend() == "cpu" {
@@ -192,6 +201,43 @@ pub fn run(dir: &Path, pcm: &[f32], opt: &Options) -> Result<serde_json::Value> 
         };
     }
     Ok(out)
+}
+
+/// The same streams stepped together: one batched encoder and decoder run per 40 ms tick.
+fn bench_batched(
+    model: &Arc<CodecModel>,
+    pcm: &[f32],
+    n_q: usize,
+    streams: usize,
+) -> Result<serde_json::Value> {
+    let hop = model.hop();
+    let rss_before = rss_bytes();
+    let t = Instant::now();
+    let mut enc = BatchEncoder::new(model.clone(), streams, n_q)?;
+    let mut dec = BatchDecoder::new(model.clone(), streams)?;
+    let prepare_s = t.elapsed().as_secs_f64();
+    let frames = pcm.len() / hop;
+    let mut ticks = Vec::with_capacity(frames);
+    for chunk in pcm.chunks_exact(hop) {
+        let t = Instant::now();
+        for s in 0..streams {
+            enc.stage(s, chunk)?;
+        }
+        enc.run(|s, codes| dec.stage(s, codes))?;
+        dec.run(|_, _| Ok(()))?;
+        ticks.push(t.elapsed().as_secs_f64());
+    }
+    let wall: f64 = ticks.iter().sum();
+    let frame_s = hop as f64 / model.sample_rate() as f64;
+    Ok(json!({
+        "streams": streams,
+        "wall_s": wall,
+        "realtime_streams_per_core": streams as f64 * frames as f64 * frame_s / wall,
+        "tick_ms_p50": percentile(&mut ticks, 0.5) * 1e3,
+        "tick_ms_p99": percentile(&mut ticks, 0.99) * 1e3,
+        "plans_build_s": prepare_s,
+        "rss_bytes_batch": rss_bytes().saturating_sub(rss_before),
+    }))
 }
 
 /// Time per frame spent in each op type of the encoder and decoder step graphs (the RVQ search is

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use funcodec_core::bitstream::{self, StreamHeader};
 use funcodec_core::codecs_txt::{self, CodecsEntry};
-use funcodec_core::stream::{decode_all, encode_all};
+use funcodec_core::stream::{decode_all, decode_batched, encode_all, encode_batched};
 use funcodec_core::{Backend, CodecModel, Codes, Encoded, StreamMode, WindowConfig, peak_limit};
 
 use audio::Audio;
@@ -120,6 +120,10 @@ enum Cmd {
         /// Threads in --scp mode
         #[arg(long, default_value_t = 1)]
         jobs: usize,
+        /// Utterances coded together per thread in --scp mode, one batched step per frame
+        /// (step-graph models, whose offline path is the stream; others code one at a time)
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
         /// Only this shard of the wav.scp: i/N, 0-based (for Slurm arrays / Kubernetes indexed Jobs)
         #[arg(long)]
         shard: Option<Shard>,
@@ -145,6 +149,9 @@ enum Cmd {
         /// Write 32-bit float WAV of the raw decoder output (no peak limiting), for analysis
         #[arg(long)]
         float: bool,
+        /// Utterances of a codecs.txt decoded together, as for `encode --batch`
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
         #[command(flatten)]
         model: ModelArg,
         #[command(flatten)]
@@ -247,6 +254,7 @@ fn run(cli: Cli) -> Result<()> {
             scp,
             codecs_out,
             jobs,
+            batch,
             shard,
             channels,
             stream,
@@ -264,7 +272,7 @@ fn run(cli: Cli) -> Result<()> {
                     &scp,
                     &out,
                     n_q,
-                    jobs,
+                    (jobs, batch),
                     shard,
                     channels.unwrap_or(Channels::First),
                 ),
@@ -283,6 +291,7 @@ fn run(cli: Cli) -> Result<()> {
             output,
             restore_level,
             float,
+            batch,
             model,
             rate,
         } => {
@@ -291,7 +300,7 @@ fn run(cli: Cli) -> Result<()> {
             if is_fcdc(&input)? {
                 decode_file(&model, &input, &output, restore_level, &rate, sink)
             } else {
-                decode_codecs_txt(&model, &input, &output, &rate, sink)
+                decode_codecs_txt(&model, &input, &output, &rate, sink, batch)
             }
         }
         Cmd::Bench {
@@ -600,6 +609,7 @@ fn decode_codecs_txt(
     out_dir: &Path,
     rate: &RateArg,
     sink: WavOut,
+    batch: usize,
 ) -> Result<()> {
     let text = std::fs::read_to_string(input)
         .with_context(|| format!("cannot read {}", input.display()))?;
@@ -607,22 +617,50 @@ fn decode_codecs_txt(
         codecs_txt::read_codecs_txt(&text).with_context(|| input.display().to_string())?;
     std::fs::create_dir_all(out_dir)?;
     let mut progress = Progress::new("decode", entries.len());
-    for e in &entries {
+    let codes_of = |e: &CodecsEntry| -> Result<Codes> {
         let mut codes = Codes::from_rows(&e.codes)?;
         if rate.n_q.is_some() || rate.bitrate.is_some() {
             codes = codes.truncated(pick_n_q(model, rate)?);
         }
+        model
+            .check_n_q(codes.n_q)
+            .with_context(|| format!("utterance {}", e.utt_id))?;
+        Ok(codes)
+    };
+    let mut write = |i: usize, y: Vec<f32>| -> Result<()> {
+        let seconds = y.len() as f64 / model.sample_rate() as f64;
+        let path = out_dir.join(format!("{}.wav", entries[i].utt_id));
+        sink.write(&path, model.sample_rate(), y)?;
+        progress.step(seconds);
+        Ok(())
+    };
+    let streams = batch_streams(model, batch);
+    if streams > 1 {
+        return decode_batched(
+            &model.shared(),
+            streams,
+            entries.iter().map(codes_of),
+            write,
+        );
+    }
+    for (i, e) in entries.iter().enumerate() {
+        let codes = codes_of(e)?;
         let y = model
             .decode(&codes)
             .with_context(|| format!("utterance {}", e.utt_id))?;
-        sink.write(
-            &out_dir.join(format!("{}.wav", e.utt_id)),
-            model.sample_rate(),
-            y,
-        )?;
-        progress.step(codes.frames as f64 * model.hop() as f64 / model.sample_rate() as f64);
+        write(i, y)?;
     }
     Ok(())
+}
+
+/// Streams a job codes at once: `batch` for a model whose offline path is its step graphs (so the
+/// batched stream gives the same result), else 1 (FunCodec's offline graphs, one call each).
+fn batch_streams(model: &CodecModel, batch: usize) -> usize {
+    if model.has_offline_graphs() || model.encoder_step().is_none() {
+        1
+    } else {
+        batch.max(1)
+    }
 }
 
 fn encode_scp(
@@ -630,7 +668,7 @@ fn encode_scp(
     scp_path: &Path,
     out: &Path,
     n_q: usize,
-    jobs: usize,
+    (jobs, batch): (usize, usize),
     shard: Option<Shard>,
     channels: Channels,
 ) -> Result<()> {
@@ -649,26 +687,90 @@ fn encode_scp(
             .collect();
     }
     let progress = std::sync::Mutex::new(Progress::new("encode", items.len()));
-    let lines = scp::run_parallel(
-        &items,
-        jobs,
-        |(id, path)| {
-            let src = audio::read(path).with_context(|| format!("utterance {id}"))?;
-            let secs = src.seconds();
-            let mono = to_model_input(model, src, channels)?;
-            let enc = model
-                .encode(&mono.channels[0], n_q)
-                .with_context(|| format!("utterance {id} ({})", path.display()))?;
-            Ok((codecs_txt::format_line(id, &enc.codes.to_rows()), secs))
-        },
-        |(_, secs)| progress.lock().unwrap().step(*secs),
-    )?;
+    let read = |(id, path): &(String, PathBuf)| -> Result<Vec<f32>> {
+        let src = audio::read(path).with_context(|| format!("utterance {id}"))?;
+        let mut mono = to_model_input(model, src, channels)?;
+        let pcm = mono.channels.swap_remove(0);
+        funcodec_core::check_audio(&pcm)
+            .with_context(|| format!("utterance {id} ({})", path.display()))?;
+        Ok(pcm)
+    };
+    let streams = batch_streams(model, batch);
+    let lines = if streams > 1 {
+        encode_scp_batched(model, &items, n_q, jobs, streams, read, |secs| {
+            progress.lock().unwrap().step(secs)
+        })?
+    } else {
+        scp::run_parallel(
+            &items,
+            jobs,
+            |item| {
+                let pcm = read(item)?;
+                let enc = model
+                    .encode(&pcm, n_q)
+                    .with_context(|| format!("utterance {}", item.0))?;
+                let secs = pcm.len() as f64 / model.sample_rate() as f64;
+                Ok((codecs_txt::format_line(&item.0, &enc.codes.to_rows()), secs))
+            },
+            |(_, secs)| progress.lock().unwrap().step(*secs),
+        )?
+    };
     let mut text = String::new();
     for (line, _) in lines {
         text.push_str(&line);
         text.push('\n');
     }
     std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))
+}
+
+/// `encode_scp` for step-graph models: each of `jobs` threads codes every `jobs`-th utterance,
+/// `streams` at a time in one batched step per frame. Lines come back in input order.
+fn encode_scp_batched(
+    model: &CodecModel,
+    items: &[(String, PathBuf)],
+    n_q: usize,
+    jobs: usize,
+    streams: usize,
+    read: impl Fn(&(String, PathBuf)) -> Result<Vec<f32>> + Sync,
+    progress: impl Fn(f64) + Sync,
+) -> Result<Vec<(String, f64)>> {
+    let jobs = jobs.clamp(1, items.len().max(1));
+    let shared = model.shared();
+    let lines = std::sync::Mutex::new(vec![None; items.len()]);
+    let seconds = |frames: usize| (frames * model.hop()) as f64 / model.sample_rate() as f64;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|t| {
+                let (shared, read, lines, progress) = (&shared, &read, &lines, &progress);
+                scope.spawn(move || {
+                    let mine: Vec<usize> = (t..items.len()).step_by(jobs).collect();
+                    encode_batched(
+                        shared,
+                        n_q,
+                        streams,
+                        mine.iter().map(|&i| read(&items[i])),
+                        |j, codes| {
+                            let i = mine[j];
+                            let line = codecs_txt::format_line(&items[i].0, &codes.to_rows());
+                            progress(seconds(codes.frames));
+                            lines.lock().unwrap()[i] = Some((line, seconds(codes.frames)));
+                            Ok(())
+                        },
+                    )
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| bail!("an encoding thread panicked"))
+        })
+    })?;
+    lines
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.ok_or_else(|| anyhow::anyhow!("an utterance was not coded")))
+        .collect()
 }
 
 fn info(path: &Path) -> Result<()> {
