@@ -123,7 +123,11 @@ impl Engine {
         crate::tract_ops::keep_f64_mean_of_squares(&mut typed)?;
         match self.gpu {
             None => {
-                let plan: Arc<TypedRunnableModel> = typed.into_optimized()?.into_runnable()?;
+                let mut optimized = typed.into_optimized()?;
+                if crate::tract_ops::tile_batch_broadcasts(&mut optimized)? > 0 {
+                    optimized = optimized.into_optimized()?;
+                }
+                let plan: Arc<TypedRunnableModel> = optimized.into_runnable()?;
                 Ok(Arc::new(plan))
             }
             Some(rt) => {

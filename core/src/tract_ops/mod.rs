@@ -1,6 +1,6 @@
-//! Where the runtime changes what tract makes of a graph, and why. The two ops are for the CPU
-//! engine (the CUDA engine gets tract's standard ops, which are the ones it translates); the
-//! mean-of-squares pass runs for both.
+//! Where the runtime changes what tract makes of a graph, and why. The two ops and the batch-bias
+//! pass are for the CPU engine (the CUDA engine gets tract's standard ops, which are the ones it
+//! translates); the mean-of-squares pass runs for both.
 //!
 //! * [`elu`]: ELU as one in-place op. tract-onnx expands ONNX `Elu` into five nodes (Exp, Sub,
 //!   Mul, a comparison, Iff), each writing a fresh tensor: about a fifth of a streaming step of
@@ -16,11 +16,15 @@
 //!   then drifts as a float32 sum does (decoder output 3.7e-4 off FunCodec instead of 8e-6 on 10 s).
 //!   The pass puts the float64 chain back after decluttering. (It is the safety net for graphs whose
 //!   statistics `group_stats` does not recognise.)
+//! * [`batch_bias`]: in plans that run several streams at once, per-channel constants tiled over
+//!   the batch so tract adds them in place instead of through its generic broadcasting path.
 
+mod batch_bias;
 mod elu;
 mod group_stats;
 mod mean_squares;
 
+pub use batch_bias::tile_batch_broadcasts;
 pub use mean_squares::keep_f64_mean_of_squares;
 
 use tract_onnx::prelude::*;
