@@ -109,10 +109,16 @@ impl Engine {
     }
 
     /// Reads an ONNX graph for this engine: on the CPU with the runtime's own ops (see
-    /// `tract_ops`); the CUDA runtime gets tract's standard ops, which are the ones it translates.
-    pub(crate) fn read_onnx(&self, bytes: &[u8]) -> TractResult<InferenceModel> {
+    /// `tract_ops`), after `edit` rewrites it (the caller knows what that does to the graph's
+    /// inputs); the CUDA runtime gets tract's standard ops, which are the ones it translates, and
+    /// the graph as it is.
+    pub(crate) fn read_onnx(
+        &self,
+        bytes: &[u8],
+        edit: Option<&dyn Fn(&mut tract_onnx::pb::GraphProto)>,
+    ) -> TractResult<InferenceModel> {
         match self.gpu {
-            None => crate::tract_ops::read_for_cpu(bytes),
+            None => crate::tract_ops::read_for_cpu(bytes, edit),
             Some(_) => tract_onnx::onnx().model_for_read(&mut &bytes[..]),
         }
     }

@@ -319,18 +319,20 @@ pub(crate) fn plan_from_bytes(
     engine: Engine,
 ) -> std::result::Result<Plan, String> {
     let shapes: Vec<Vec<usize>> = shape.iter().map(|s| s.to_vec()).collect();
-    plan_from_facts(bytes, &shapes, engine)
+    plan_from_facts(bytes, &shapes, engine, None)
 }
 
 /// A plan with the first `shapes.len()` inputs fixed to those f32 shapes; the outputs' shapes
-/// declared in the file are dropped, since they follow from the inputs.
+/// declared in the file are dropped, since they follow from the inputs. `edit` rewrites the graph
+/// first on the CPU engine.
 pub(crate) fn plan_from_facts(
     bytes: &[u8],
     shapes: &[Vec<usize>],
     engine: Engine,
+    edit: Option<&dyn Fn(&mut tract_onnx::pb::GraphProto)>,
 ) -> std::result::Result<Plan, String> {
     let mut model = engine
-        .read_onnx(bytes)
+        .read_onnx(bytes, edit)
         .map_err(|e| format!("not a loadable ONNX graph: {e:#}"))?;
     if !shapes.is_empty() {
         for (i, shape) in shapes.iter().enumerate() {

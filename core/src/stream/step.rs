@@ -3,7 +3,8 @@
 //! The graph (shared, immutable, one per model) is separate from the per-stream [`StepRunner`], which
 //! owns the state tensors and tract's execution state, so one loaded model serves any number of streams.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,8 +21,8 @@ use crate::model::{Plan, load_plan, plan_from_facts};
 pub struct StepGraph {
     plan: Plan,
     states: Vec<Vec<usize>>,
-    /// Per state, the axis that holds the stream index.
-    batch_axes: Vec<usize>,
+    /// How each stream's input, output and states sit in a batch of streams.
+    batch: BatchLayout,
     in_shape: Vec<usize>,
     in_len: usize,
     out_len: usize,
@@ -63,7 +64,7 @@ impl StepGraph {
             in_len: info.in_shape.iter().product(),
             out_len: info.out_shape.iter().product(),
             in_shape: info.in_shape.clone(),
-            batch_axes: info.states.iter().map(|s| s.batch_axis()).collect(),
+            batch: BatchLayout::new(info, engine),
             states,
             stage,
             state_bytes,
@@ -197,14 +198,15 @@ impl StepGraph {
         }
         let (manifest, dir, file) = &self.source;
         let bytes = manifest.read_checked(dir, file)?;
-        let mut shapes = vec![with_batch(&self.in_shape, 0, n)];
-        shapes.extend(
-            self.states
-                .iter()
-                .zip(&self.batch_axes)
-                .map(|(s, &axis)| with_batch(s, axis, n)),
-        );
-        let plan = plan_from_facts(&bytes, &shapes, self.engine)
+        let b = &self.batch;
+        let shapes: Vec<Vec<usize>> = std::iter::once(&b.x)
+            .chain(&b.states)
+            .map(|io| io.batched(n))
+            .collect();
+        let edit = |g: &mut tract_onnx::pb::GraphProto| b.edit(g);
+        let edit: Option<&dyn Fn(&mut tract_onnx::pb::GraphProto)> =
+            if b.stream_second { Some(&edit) } else { None };
+        let plan = plan_from_facts(&bytes, &shapes, self.engine, edit)
             .map_err(|msg| self.msg(format!("no plan for {n} streams per run: {msg}")))?;
         cache.push((n, plan.clone()));
         Ok(plan)
@@ -253,16 +255,21 @@ impl StepGraph {
         out: &mut [f32],
     ) -> Result<()> {
         let e = |e: TractError| self.err(e);
+        let b = &self.batch;
         let mut inputs: TVec<TValue> = TVec::with_capacity(1 + self.states.len());
-        let mut xin = Tensor::zero::<f32>(&with_batch(&self.in_shape, 0, n)).map_err(e)?;
-        plain_mut(&mut xin).map_err(e)?[..x.len()].copy_from_slice(x);
+        let mut xin = Tensor::zero::<f32>(&b.x.batched(n)).map_err(e)?;
+        let dst = plain_mut(&mut xin).map_err(e)?;
+        for row in 0..ix.len() {
+            let src = &x[row * self.in_len..(row + 1) * self.in_len];
+            b.x.rows(n, row, |b, s| dst[b].copy_from_slice(&src[s]));
+        }
         inputs.push(xin.into());
-        for (j, (shape, &axis)) in self.states.iter().zip(&self.batch_axes).enumerate() {
-            let mut batch = Tensor::zero::<f32>(&with_batch(shape, axis, n)).map_err(e)?;
+        for (j, io) in b.states.iter().enumerate() {
+            let mut batch = Tensor::zero::<f32>(&io.batched(n)).map_err(e)?;
             let dst = plain_mut(&mut batch).map_err(e)?;
             for (row, &i) in ix.iter().enumerate() {
                 let src = plain(&runners[i].states[j]).map_err(e)?;
-                for_rows(shape, axis, n, row, |b, s| dst[b].copy_from_slice(&src[s]));
+                io.rows(n, row, |b, s| dst[b].copy_from_slice(&src[s]));
             }
             inputs.push(batch.into());
         }
@@ -278,39 +285,122 @@ impl StepGraph {
                 n * self.out_len
             )));
         }
-        out.copy_from_slice(&y[..out.len()]);
-        for (j, (shape, &axis)) in self.states.iter().zip(&self.batch_axes).enumerate() {
+        for row in 0..ix.len() {
+            let dst = &mut out[row * self.out_len..(row + 1) * self.out_len];
+            b.y.rows(n, row, |b, s| dst[s].copy_from_slice(&y[b]));
+        }
+        for (j, io) in b.states.iter().enumerate() {
             let src = plain(&outputs[1 + j]).map_err(e)?;
             for (row, &i) in ix.iter().enumerate() {
                 let dst = plain_mut(&mut runners[i].states[j]).map_err(e)?;
-                for_rows(shape, axis, n, row, |b, s| dst[s].copy_from_slice(&src[b]));
+                io.rows(n, row, |b, s| dst[s].copy_from_slice(&src[b]));
             }
         }
         Ok(())
     }
 }
 
-/// `shape` (one stream) with `n` streams on `axis`.
-fn with_batch(shape: &[usize], axis: usize, n: usize) -> Vec<usize> {
-    let mut s = shape.to_vec();
-    s[axis] = n;
-    s
+/// How one stream's tensor sits in a batch: its shape as the batched graph sees it, with the
+/// stream axis (of size 1 here) that the batch extends.
+#[derive(Debug, Clone)]
+struct BatchIo {
+    shape: Vec<usize>,
+    axis: usize,
 }
 
-/// Calls `f(batch_range, stream_range)` for each contiguous run of values that stream `row` of a
-/// batch of `n` owns, for a one-stream state of `shape` batched on `axis`.
-fn for_rows(
-    shape: &[usize],
-    axis: usize,
-    n: usize,
-    row: usize,
-    mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>),
-) {
-    let outer: usize = shape[..axis].iter().product();
-    let inner: usize = shape[axis + 1..].iter().product();
-    for o in 0..outer {
-        let b = (o * n + row) * inner;
-        f(b..b + inner, o * inner..(o + 1) * inner);
+impl BatchIo {
+    /// `[1, C, L]` seen as `[C, 1, L]`: the same values in the same order, batched on axis 1.
+    fn new(shape: &[usize], axis: usize, stream_second: bool) -> BatchIo {
+        let mut shape = shape.to_vec();
+        if stream_second && axis == 0 && shape.len() == 3 {
+            shape.swap(0, 1);
+            return BatchIo { shape, axis: 1 };
+        }
+        BatchIo { shape, axis }
+    }
+
+    fn is_moved(&self, original_axis: usize) -> bool {
+        self.axis != original_axis
+    }
+
+    fn batched(&self, n: usize) -> Vec<usize> {
+        let mut s = self.shape.clone();
+        s[self.axis] = n;
+        s
+    }
+
+    /// Calls `f(batch_range, stream_range)` for each contiguous run of values that stream `row`
+    /// of a batch of `n` owns.
+    fn rows(&self, n: usize, row: usize, mut f: impl FnMut(Range<usize>, Range<usize>)) {
+        let outer: usize = self.shape[..self.axis].iter().product();
+        let inner: usize = self.shape[self.axis + 1..].iter().product();
+        for o in 0..outer {
+            let b = (o * n + row) * inner;
+            f(b..b + inner, o * inner..(o + 1) * inner);
+        }
+    }
+}
+
+/// The batch layout of a step graph. On the CPU, rank-3 tensors batched on axis 0 go
+/// stream-second and the graph is rewritten to match (see `tract_ops::batch_layout`); the CUDA
+/// engine gets the graph as exported, batched on the manifest's axes.
+#[derive(Debug, Clone)]
+struct BatchLayout {
+    stream_second: bool,
+    x: BatchIo,
+    y: BatchIo,
+    states: Vec<BatchIo>,
+    /// Which graph inputs (x, then the states) and outputs (y, then the states) moved.
+    moved_inputs: Vec<bool>,
+    moved_outputs: Vec<bool>,
+}
+
+impl BatchLayout {
+    fn new(info: &StepGraphInfo, engine: Engine) -> BatchLayout {
+        let second = !engine.is_gpu();
+        let x = BatchIo::new(&info.in_shape, 0, second);
+        let y = BatchIo::new(&info.out_shape, 0, second);
+        let states: Vec<BatchIo> = info
+            .states
+            .iter()
+            .map(|s| BatchIo::new(&s.shape, s.batch_axis(), second))
+            .collect();
+        let moved_states = info
+            .states
+            .iter()
+            .zip(&states)
+            .map(|(s, io)| io.is_moved(s.batch_axis()));
+        BatchLayout {
+            stream_second: second,
+            moved_inputs: std::iter::once(x.is_moved(0))
+                .chain(moved_states.clone())
+                .collect(),
+            moved_outputs: std::iter::once(y.is_moved(0)).chain(moved_states).collect(),
+            x,
+            y,
+            states,
+        }
+    }
+
+    /// Rewrites the graph for this layout: inputs and outputs by position (initializers that an
+    /// older exporter lists among the inputs are skipped).
+    fn edit(&self, g: &mut tract_onnx::pb::GraphProto) {
+        let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs = g.input.iter().filter(|i| !inits.contains(i.name.as_str()));
+        let mut moved: HashSet<String> = inputs
+            .zip(&self.moved_inputs)
+            .filter(|(_, m)| **m)
+            .map(|(i, _)| i.name.clone())
+            .collect();
+        moved.extend(
+            g.output
+                .iter()
+                .zip(&self.moved_outputs)
+                .filter(|(_, m)| **m)
+                .map(|(o, _)| o.name.clone()),
+        );
+        let moved: HashSet<&str> = moved.iter().map(String::as_str).collect();
+        crate::tract_ops::batch_layout::rewrite(g, &moved);
     }
 }
 

@@ -16,10 +16,13 @@
 //!   then drifts as a float32 sum does (decoder output 3.7e-4 off FunCodec instead of 8e-6 on 10 s).
 //!   The pass puts the float64 chain back after decluttering. (It is the safety net for graphs whose
 //!   statistics `group_stats` does not recognise.)
+//! * [`batch_layout`]: step graphs that run several streams at once get their convolutions as
+//!   batch-one 2-D convolutions over a stream-second layout.
 //! * [`batch_bias`]: in plans that run several streams at once, per-channel constants tiled over
 //!   the batch so tract adds them in place instead of through its generic broadcasting path.
 
 mod batch_bias;
+pub(crate) mod batch_layout;
 mod elu;
 mod group_stats;
 mod mean_squares;
@@ -38,13 +41,19 @@ pub fn onnx_for_cpu() -> tract_onnx::Onnx {
     onnx
 }
 
-/// Reads an ONNX graph for the CPU engine: GroupNorm statistics rewritten, then parsed with
-/// [`onnx_for_cpu`].
-pub fn read_for_cpu(bytes: &[u8]) -> TractResult<InferenceModel> {
+/// Reads an ONNX graph for the CPU engine: GroupNorm statistics rewritten, then `edit` (if any),
+/// then parsed with [`onnx_for_cpu`].
+pub fn read_for_cpu(
+    bytes: &[u8],
+    edit: Option<&dyn Fn(&mut tract_onnx::pb::GraphProto)>,
+) -> TractResult<InferenceModel> {
     let onnx = onnx_for_cpu();
     let mut proto = onnx.proto_model_for_read(&mut &bytes[..])?;
     if let Some(graph) = proto.graph.as_mut() {
         group_stats::rewrite(graph);
+        if let Some(edit) = edit {
+            edit(graph);
+        }
     }
     onnx.model_for_proto_model(&proto)
 }
