@@ -351,20 +351,6 @@ pub(crate) fn plan_from_facts(
         .map_err(|e| format!("cannot optimise graph for {engine:?}: {e:#}"))
 }
 
-pub(crate) fn load_plan(
-    manifest: &Manifest,
-    dir: &Path,
-    file: &str,
-    engine: Engine,
-) -> Result<Plan> {
-    let bytes = manifest.read_checked(dir, file)?;
-    plan_from_bytes(&bytes, None, engine).map_err(|msg| Error::ModelFile {
-        path: dir.to_path_buf(),
-        file: file.into(),
-        msg,
-    })
-}
-
 /// FunCodec pads the input of the segment's first conv by a length-dependent amount; do that, run.
 fn run_padded(
     graph: &OfflineGraph,

@@ -16,7 +16,7 @@ use tract_onnx::tract_core::runtime::State;
 use crate::backend::Engine;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, StepGraphInfo};
-use crate::model::{Plan, load_plan, plan_from_facts};
+use crate::model::{Plan, plan_from_facts};
 
 pub struct StepGraph {
     plan: Plan,
@@ -44,7 +44,16 @@ impl StepGraph {
         stage: &'static str,
         engine: Engine,
     ) -> Result<StepGraph> {
-        let plan = load_plan(manifest, dir, &info.file, engine)?;
+        let bytes = manifest.read_checked(dir, &info.file)?;
+        let edit = |g: &mut tract_onnx::pb::GraphProto| {
+            crate::tract_ops::small_conv::rewrite(g);
+        };
+        let plan =
+            plan_from_facts(&bytes, &[], engine, Some(&edit)).map_err(|msg| Error::ModelFile {
+                path: dir.to_path_buf(),
+                file: info.file.clone(),
+                msg,
+            })?;
         debug_assert_eq!(info.in_shape[0], 1);
         let (n_in, n_out) = (plan.input_count(), plan.output_count());
         if n_in != 1 + info.states.len() || n_out != 1 + info.states.len() {
@@ -203,7 +212,10 @@ impl StepGraph {
             .chain(&b.states)
             .map(|io| io.batched(n))
             .collect();
-        let edit = |g: &mut tract_onnx::pb::GraphProto| b.edit(g);
+        let edit = |g: &mut tract_onnx::pb::GraphProto| {
+            crate::tract_ops::small_conv::rewrite(g);
+            b.edit(g);
+        };
         let edit: Option<&dyn Fn(&mut tract_onnx::pb::GraphProto)> =
             if b.stream_second { Some(&edit) } else { None };
         let plan = plan_from_facts(&bytes, &shapes, self.engine, edit)

@@ -49,7 +49,19 @@ pub(crate) fn rewrite(graph: &mut GraphProto, stream_second: &HashSet<&str>) -> 
         *readers.entry(i.clone()).or_default() += 1;
     }
     let mut convs = 0;
-    for node in std::mem::take(&mut graph.node) {
+    for mut node in std::mem::take(&mut graph.node) {
+        if node.op_type == super::small_conv::OP_TYPE {
+            // Computes on `[C, N, L]` directly: only the transposes around it, which cancel.
+            let (x, y) = (node.input[0].clone(), node.output[0].clone());
+            let name = node.name.clone();
+            super::small_conv::set_channel_axis(&mut node, 0);
+            node.input[0] = format!("{name}.cnl");
+            node.output[0] = format!("{name}.mnl");
+            nodes.push(transpose(x, node.input[0].clone()));
+            nodes.push(transpose(node.output[0].clone(), y));
+            nodes.insert(nodes.len() - 1, node);
+            continue;
+        }
         let shared = node.input.get(1).is_some_and(|w| readers[w] > 1);
         match if shared {
             Err(node)

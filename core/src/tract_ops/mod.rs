@@ -16,6 +16,8 @@
 //!   then drifts as a float32 sum does (decoder output 3.7e-4 off FunCodec instead of 8e-6 on 10 s).
 //!   The pass puts the float64 chain back after decluttering. (It is the safety net for graphs whose
 //!   statistics `group_stats` does not recognise.)
+//! * [`small_conv`]: step graphs' convolutions with at most 4 output channels computed directly
+//!   instead of as matrix products that waste most of tract's 16-row kernel.
 //! * [`batch_layout`]: step graphs that run several streams at once get their convolutions as
 //!   batch-one 2-D convolutions over a stream-second layout.
 //! * [`batch_bias`]: in plans that run several streams at once, per-channel constants tiled over
@@ -26,6 +28,7 @@ pub(crate) mod batch_layout;
 mod elu;
 mod group_stats;
 mod mean_squares;
+pub(crate) mod small_conv;
 
 pub use batch_bias::tile_batch_broadcasts;
 pub use mean_squares::keep_f64_mean_of_squares;
@@ -38,6 +41,8 @@ pub fn onnx_for_cpu() -> tract_onnx::Onnx {
     onnx.op_register.insert("Elu", elu::elu);
     onnx.op_register
         .insert(group_stats::OP_TYPE, group_stats::build);
+    onnx.op_register
+        .insert(small_conv::OP_TYPE, small_conv::build);
     onnx
 }
 
