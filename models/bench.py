@@ -6,8 +6,10 @@ same graphs, vs the PyTorch network, vs the FLOP bound of this core. Prints rati
     python models/bench.py --funcodec-bin target/release/funcodec --full-size [--work /tmp/fc_full]
 
 * Rust: `funcodec bench` (offline encode/decode; for streaming models also per-frame p50/p99, state
-  per stream, streams per core, load time, RSS).
-* onnxruntime: the same ONNX files with the same padding/RVQ/stepping logic (`fcexport.runtime_ref`).
+  per stream, streams per core frame by frame and batched, load time, RSS).
+* onnxruntime: the same ONNX files with the same padding/RVQ/stepping logic (`fcexport.runtime_ref`);
+  for streaming models also `--streams` streams per call of the step graphs (stream axis made
+  symbolic), beside our batched streams.
 * PyTorch: FunCodec's network on CPU: the project's training network for the default model (the
   same layers, checked against FunCodec by `codec_train/check_layout.py`), FunCodec's own
   model for `--full-size` (random weights; timing does not depend on them).
@@ -90,6 +92,69 @@ def ort_times(folder: str, manifest: dict, wav: np.ndarray, n_q: int, repeat: in
     return timed(lambda: codec.encode(wav, n_q), repeat), timed(lambda: codec.decode(codes), repeat)
 
 
+def batch_axis(state: dict) -> int:
+    """The stream axis of a step-graph state (the runtime's rule for manifests without the field)."""
+    if "batch_axis" in state:
+        return state["batch_axis"]
+    shape = state["shape"]
+    return 1 if len(shape) == 3 and shape[0] > 1 and shape[1] == 1 else 0
+
+
+def ort_batched_streams(folder: str, manifest: dict, wav: np.ndarray, n_q: int, streams: int) -> float:
+    """Real-time streams per core with onnxruntime running `streams` streams per call of the same
+    step graphs (their stream axis made symbolic), RVQ in numpy across the streams: the batched
+    counterpart of `funcodec bench`'s `multi_stream.batched`."""
+    import time
+
+    import onnx
+    import onnxruntime as ort
+
+    st, hop = manifest["streaming"], manifest["hop"]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+
+    def session(info: dict):
+        m = onnx.load(os.path.join(folder, info["file"]))
+        del m.graph.value_info[:]
+        axes = {"x": 0, "y": 0}
+        for s in info["states"]:
+            axes[s["input"]] = axes[s["output"]] = batch_axis(s)
+        for v in list(m.graph.input) + list(m.graph.output):
+            if v.name in axes:
+                v.type.tensor_type.shape.dim[axes[v.name]].dim_param = "N"
+        return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    def zeros(info: dict) -> list:
+        out = []
+        for s in info["states"]:
+            shape = list(s["shape"])
+            shape[batch_axis(s)] = streams
+            out.append(np.zeros(shape, np.float32))
+        return out
+
+    enc, dec = session(st["encoder"]), session(st["decoder"])
+    q = manifest["quantizer"]
+    books = np.fromfile(os.path.join(folder, q["file"]), "<f4").reshape(q["num_quantizers"], q["codebook_size"], q["dim"])
+    norms = (books ** 2).sum(-1)
+    es, ds = zeros(st["encoder"]), zeros(st["decoder"])
+    frames = len(wav) // hop
+    t0 = time.perf_counter()
+    for t in range(frames):
+        x = np.repeat(wav[None, None, t * hop:(t + 1) * hop], streams, 0).astype(np.float32)
+        out = enc.run(None, {"x": x, **{s["input"]: v for s, v in zip(st["encoder"]["states"], es)}})
+        r, es = out[0][:, :, 0].copy(), out[1:]
+        z = np.zeros_like(r)
+        for k in range(n_q):
+            c = (norms[k][None] - 2 * r @ books[k].T).argmin(1)
+            r -= books[k][c]
+            z += books[k][c]
+        out = dec.run(None, {"x": z[:, :, None], **{s["input"]: v for s, v in zip(st["decoder"]["states"], ds)}})
+        ds = out[1:]
+    wall = time.perf_counter() - t0
+    return streams * frames * hop / manifest["sample_rate"] / wall
+
+
 def torch_times(net, wav: np.ndarray, n_q: int, repeat: int) -> tuple[float, float]:
     import torch
 
@@ -136,6 +201,7 @@ def main() -> int:
     ap.add_argument("--work", default="/tmp/fc_full")
     ap.add_argument("--n-q", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--streams", type=int, default=16, help="streams side by side on one model (streaming models)")
     ap.add_argument("--out", help="write the JSON report here")
     ARGS = a = ap.parse_args()
     import soundfile as sf
@@ -160,9 +226,13 @@ def main() -> int:
     audio_s = len(wav) / manifest["sample_rate"]
 
     rust = json.loads(subprocess.run(
-        [a.funcodec_bin, "bench", clip, "--model", a.model, "--n-q", str(N_Q), "--repeat", str(a.repeat)],
+        [a.funcodec_bin, "bench", clip, "--model", a.model, "--n-q", str(N_Q), "--repeat", str(a.repeat),
+         "--streams", str(a.streams)],
         check=True, capture_output=True, text=True).stdout)
     ort_enc, ort_dec = ort_times(a.model, manifest, wav, N_Q, a.repeat)
+    ort_batched = None
+    if "batched" in rust.get("multi_stream", {}):
+        ort_batched = ort_batched_streams(a.model, manifest, wav, N_Q, a.streams)
     net = fullsize_torch(a.work) if a.full_size else default_torch(manifest)
     pt_enc, pt_dec = torch_times(net, wav, N_Q, a.repeat)
     enc_macs, dec_macs = torch_macs(net["encode"], net["decode"], torch.from_numpy(wav)[None, None])
@@ -191,12 +261,21 @@ def main() -> int:
               f"per stream; latency {s['latency_samples']} samples")
     if "multi_stream" in rust:
         ms = rust["multi_stream"]
-        print(f"{ms['streams']} streams on one model, one thread: {ms['realtime_streams_per_core']:.1f} real-time "
-              f"streams per core; RSS per stream {ms['rss_bytes_per_stream'] / 1024:.0f} KiB")
+        print(f"{ms['streams']} streams on one model, one thread, frame by frame in turn: "
+              f"{ms['realtime_streams_per_core']:.1f} real-time streams per core; RSS per stream "
+              f"{ms['rss_bytes_per_stream'] / 1024:.0f} KiB")
+        if "batched" in ms:
+            b = ms["batched"]
+            print(f"the same {b['streams']} streams batched (one graph run per 40 ms tick): "
+                  f"{b['realtime_streams_per_core']:.1f} real-time streams per core "
+                  f"({ms['batched_vs_interleaved']:.2f}x frame by frame); tick p50 {b['tick_ms_p50']:.2f} ms, "
+                  f"p99 {b['tick_ms_p99']:.2f} ms; batched plans built in {b['plans_build_s']:.2f} s; "
+                  f"onnxruntime batched the same way: {ort_batched:.1f} streams per core "
+                  f"(ours / ORT {b['realtime_streams_per_core'] / ort_batched:.2f})")
     print(f"model load {rust['load_s'] * 1e3:.0f} ms; RSS of a loaded model {rust['rss_model_bytes'] / 2 ** 20:.1f} MiB")
     if a.out:
         with open(a.out, "w") as f:
-            json.dump(dict(rust=rust, ort=dict(encode_s=ort_enc, decode_s=ort_dec),
+            json.dump(dict(rust=rust, ort=dict(encode_s=ort_enc, decode_s=ort_dec, batched_streams_per_core=ort_batched),
                            pytorch=dict(encode_s=pt_enc, decode_s=pt_dec),
                            flop_bound=dict(encode_s=bound_enc, decode_s=bound_dec, peak_flops=peak,
                                            encode_macs=enc_macs, decode_macs=dec_macs)), f, indent=1)
