@@ -63,30 +63,25 @@ pub(crate) fn rewrite(graph: &mut GraphProto, stream_second: &HashSet<&str>) -> 
             continue;
         }
         let shared = node.input.get(1).is_some_and(|w| readers[w] > 1);
-        match if shared {
-            Err(node)
-        } else {
-            as_2d(node, &mut graph.initializer)
-        } {
-            Ok(mut conv) => {
-                let (x, y) = (conv.input[0].clone(), conv.output[0].clone());
-                let name = conv.name.clone();
-                conv.input[0] = format!("{name}.nchw");
-                conv.output[0] = format!("{name}.out_nchw");
-                nodes.push(transpose(x, format!("{name}.cnl")));
-                nodes.push(op(
-                    "Unsqueeze",
-                    &conv.input[0],
-                    [&format!("{name}.cnl"), AXIS_0],
-                ));
-                let out = conv.output[0].clone();
-                nodes.push(conv);
-                nodes.push(op("Squeeze", &format!("{name}.mnt"), [&out, AXIS_0]));
-                nodes.push(transpose(format!("{name}.mnt"), y));
-                convs += 1;
-            }
-            Err(node) => nodes.push(node),
+        if shared || !as_2d(&mut node, &mut graph.initializer) {
+            nodes.push(node);
+            continue;
         }
+        let (x, y) = (node.input[0].clone(), node.output[0].clone());
+        let name = node.name.clone();
+        node.input[0] = format!("{name}.nchw");
+        node.output[0] = format!("{name}.out_nchw");
+        nodes.push(transpose(x, format!("{name}.cnl")));
+        nodes.push(op(
+            "Unsqueeze",
+            &node.input[0],
+            [&format!("{name}.cnl"), AXIS_0],
+        ));
+        let out = node.output[0].clone();
+        nodes.push(node);
+        nodes.push(op("Squeeze", &format!("{name}.mnt"), [&out, AXIS_0]));
+        nodes.push(transpose(format!("{name}.mnt"), y));
+        convs += 1;
     }
     for io in graph
         .output
@@ -128,14 +123,14 @@ fn op<const N: usize>(op_type: &str, out: &str, inputs: [&str; N]) -> NodeProto 
     }
 }
 
-/// The 2-D form of a 1-D `Conv`/`ConvTranspose` whose weight is an initializer (weight
-/// `[A, B, K]` → `[A, B, 1, K]`, per-axis attributes gain a leading unit axis); any other node
-/// comes back unchanged.
-fn as_2d(mut node: NodeProto, inits: &mut [TensorProto]) -> Result<NodeProto, NodeProto> {
+/// Turns a 1-D `Conv`/`ConvTranspose` whose weight is an initializer into its 2-D form (weight
+/// `[A, B, K]` → `[A, B, 1, K]`, per-axis attributes gain a leading unit axis) and says so; any
+/// other node is left unchanged.
+fn as_2d(node: &mut NodeProto, inits: &mut [TensorProto]) -> bool {
     let is_conv = node.op_type == "Conv" || node.op_type == "ConvTranspose";
     let weight = node.input.get(1).cloned().unwrap_or_default();
     let Some(w) = inits.iter_mut().find(|t| t.name == weight) else {
-        return Err(node);
+        return false;
     };
     let plain = node.attribute.iter().all(|a| match a.name.as_str() {
         "auto_pad" => a.s.is_empty() || a.s == b"NOTSET",
@@ -145,7 +140,7 @@ fn as_2d(mut node: NodeProto, inits: &mut [TensorProto]) -> Result<NodeProto, No
         _ => false, // output_shape and anything unknown: leave the node alone
     });
     if !is_conv || !plain || w.dims.len() != 3 || node.output.len() != 1 {
-        return Err(node);
+        return false;
     }
     w.dims.insert(2, 1);
     for a in &mut node.attribute {
@@ -156,7 +151,7 @@ fn as_2d(mut node: NodeProto, inits: &mut [TensorProto]) -> Result<NodeProto, No
             _ => {}
         }
     }
-    Ok(node)
+    true
 }
 
 #[cfg(test)]

@@ -369,9 +369,10 @@ mod tests {
                 bias: Arc::new(b.clone()),
             };
             // x is [N, C, L]; the channel-first case gets the same values as [C, N, L].
-            let (shape, at): ([usize; 3], Box<dyn Fn(usize, usize, usize) -> usize>) = match axis {
-                1 => ([n, c, len], Box::new(|s, ch, i| (s * c + ch) * len + i)),
-                _ => ([c, n, len], Box::new(|s, ch, i| (ch * n + s) * len + i)),
+            let shape = if axis == 1 { [n, c, len] } else { [c, n, len] };
+            let at = |s: usize, ch: usize, i: usize| match axis {
+                1 => (s * c + ch) * len + i,
+                _ => (ch * n + s) * len + i,
             };
             let mut input = vec![0.0; x.len()];
             for s in 0..n {
