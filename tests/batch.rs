@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use funcodec_core::stream::{BatchDecoder, BatchEncoder, decode_batched, encode_batched};
-use funcodec_core::{CodecModel, Codes, Error, StreamDecoder, StreamEncoder};
+use funcodec_core::{CodecModel, Codes, Error};
 
 const VARIANT: &str = "tiny_causal_ds640";
 const CLIPS: [&str; 7] = [
@@ -26,20 +26,10 @@ fn load() -> Arc<CodecModel> {
         .shared()
 }
 
+/// What one stream gives on its own: codes and decoded PCM.
 fn alone(m: &Arc<CodecModel>, pcm: &[f32], n_q: usize) -> (Codes, Vec<f32>) {
-    let mut enc = StreamEncoder::new(m.clone(), n_q).unwrap();
-    let mut codes = Codes::new(n_q);
-    enc.push(pcm, |f| codes.push_frame(f)).unwrap();
-    enc.flush(|f| codes.push_frame(f)).unwrap();
-    let mut dec = StreamDecoder::new(m.clone()).unwrap();
-    let mut out = Vec::new();
-    for t in 0..codes.frames {
-        dec.push_frame(codes.frame(t), |p| {
-            out.extend_from_slice(p);
-            Ok(())
-        })
-        .unwrap();
-    }
+    let codes = stream_encode(m, pcm, n_q);
+    let out = stream_decode(m, &codes);
     (codes, out)
 }
 

@@ -42,18 +42,24 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A FunCodec `wav.scp` in `dir` listing the test clips of `variant`, one `uttid path` per line.
+fn write_scp(dir: &Path, variant: &str, clips: &[&str]) -> std::path::PathBuf {
+    let scp = dir.join("wav.scp");
+    let lines: Vec<String> = clips
+        .iter()
+        .map(|c| format!("{c} {}", clip_path(variant, c).display()))
+        .collect();
+    std::fs::write(&scp, lines.join("\n") + "\n").unwrap();
+    scp
+}
+
 #[test]
 fn scp_mode_writes_funcodecs_own_codecs_txt() {
     let v = VARIANTS[0];
     let g = golden(v);
     let d = scratch("cli-scp");
-    let scp = d.join("wav.scp");
-    let lines: Vec<String> = g
-        .clips
-        .iter()
-        .map(|c| format!("{} {}", c.name, clip_path(v, &c.name).display()))
-        .collect();
-    std::fs::write(&scp, lines.join("\n") + "\n").unwrap();
+    let names: Vec<&str> = g.clips.iter().map(|c| c.name.as_str()).collect();
+    let scp = write_scp(&d, v, &names);
     let out = d.join("codecs.txt");
     let model = model_dir(v);
     let bw = g.cli_bit_width.to_string();
@@ -150,7 +156,6 @@ fn scp_batches_utterances_of_step_models() {
     let v = "tiny_causal_ds640";
     let model = model_dir(v).with_file_name("model_steps");
     let d = scratch("cli-scp-batch");
-    let scp = d.join("wav.scp");
     let clips = [
         "clip7_161234",
         "clip0_1",
@@ -158,11 +163,7 @@ fn scp_batches_utterances_of_step_models() {
         "clip6_16123",
         "clip2_80",
     ];
-    let lines: Vec<String> = clips
-        .iter()
-        .map(|c| format!("{c} {}", clip_path(v, c).display()))
-        .collect();
-    std::fs::write(&scp, lines.join("\n") + "\n").unwrap();
+    let scp = write_scp(&d, v, &clips);
     let encode = |batch: &str, jobs: &str| {
         let out = d.join(format!("codecs-b{batch}-j{jobs}.txt"));
         ok(&[

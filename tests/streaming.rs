@@ -51,19 +51,6 @@ fn encode_split(
     codes
 }
 
-fn decode_stream(m: &std::sync::Arc<CodecModel>, codes: &Codes) -> Vec<f32> {
-    let mut dec = StreamDecoder::new(m.clone()).unwrap();
-    let mut out = Vec::new();
-    for t in 0..codes.frames {
-        dec.push_frame(codes.frame(t), |p| {
-            out.extend_from_slice(p);
-            Ok(())
-        })
-        .unwrap();
-    }
-    out
-}
-
 #[test]
 fn any_split_gives_the_same_codes_and_pcm() {
     let m = load("model");
@@ -72,14 +59,14 @@ fn any_split_gives_the_same_codes_and_pcm() {
         let pcm = read_clip(VARIANT, clip);
         for n_q in [1, 3, 8] {
             let whole = encode_split(&m, &pcm, n_q, None);
-            let pcm_whole = decode_stream(&m, &whole);
+            let pcm_whole = stream_decode(&m, &whole);
             for trial in 0..4 {
                 let split = encode_split(&m, &pcm, n_q, Some(&mut rng));
                 assert_eq!(
                     split, whole,
                     "{clip} n_q {n_q} trial {trial}: codes depend on the split"
                 );
-                assert_eq!(decode_stream(&m, &split), pcm_whole, "{clip}: PCM differs");
+                assert_eq!(stream_decode(&m, &split), pcm_whole, "{clip}: PCM differs");
             }
         }
     }
@@ -125,7 +112,7 @@ fn stream_pcm_matches_offline_decoder() {
     let pcm = read_clip(VARIANT, "clip6_16123");
     let codes = m.encode(&pcm, 8).unwrap().codes;
     let offline = m.decode(&codes).unwrap();
-    let streamed = decode_stream(&m, &codes);
+    let streamed = stream_decode(&m, &codes);
     let d = max_abs_diff(&offline, &streamed);
     println!("stream vs offline decoder: max |diff| {d:e}");
     assert!(d < 1e-5, "{d}");
@@ -140,7 +127,7 @@ fn steps_only_folder_codes_like_a_stream() {
     let pcm = read_clip(VARIANT, "clip6_16123");
     let a = steps.encode(&pcm, 8).unwrap().codes;
     assert_eq!(a, encode_split(&full, &pcm, 8, None));
-    let d = max_abs_diff(&steps.decode(&a).unwrap(), &decode_stream(&full, &a));
+    let d = max_abs_diff(&steps.decode(&a).unwrap(), &stream_decode(&full, &a));
     assert!(d == 0.0, "{d}");
 }
 
@@ -235,7 +222,7 @@ fn lost_frames_are_concealed_smoothly() {
     assert_eq!(out.len(), codes.frames * m.hop());
     assert!(out.iter().all(|v| v.is_finite()));
     // No step at the loss boundaries larger than the largest step in the clean decode.
-    let clean = decode_stream(&m, &codes);
+    let clean = stream_decode(&m, &codes);
     let max_step = |x: &[f32]| x.windows(2).fold(0.0f32, |a, w| a.max((w[1] - w[0]).abs()));
     let hop = m.hop();
     let edge =

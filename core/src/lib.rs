@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod model;
 pub mod padding;
 pub mod rvq;
+mod simd;
 pub mod stream;
 mod tract_ops;
 

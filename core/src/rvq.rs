@@ -62,29 +62,13 @@ impl Codebooks {
     }
 
     /// Quantises one latent frame in place (it becomes the final residual); writes `n_q` codes.
-    /// `dist` is scratch of `size` values. FunCodec picks argmax of -(|r|^2 - 2 r.e + |e|^2); |r|^2
+    /// `dist` is scratch. FunCodec picks argmax of -(|r|^2 - 2 r.e + |e|^2); |r|^2
     /// is the same for every e, so the first index minimising |e|^2 - 2 r.e wins, as torch's argmax
     /// keeps the first maximum. (Summation order differs from torch's BLAS at float32 resolution:
     /// only exact ties can pick differently, as the parity tests check.)
     pub fn encode_frame(&self, residual: &mut [f32], codes: &mut [u16], dist: &mut Vec<f32>) {
-        let padded = padded_size(self.size);
-        dist.resize(padded, 0.0);
-        for (q, code) in codes.iter_mut().enumerate() {
-            let blocks = &self.blocked[q * padded * self.dim..][..padded * self.dim];
-            dots(blocks, self.dim, residual, dist);
-            let norms = &self.norms[q * padded..][..padded];
-            let mut best = (f32::INFINITY, 0usize);
-            for (k, (&n, &dot)) in norms.iter().zip(dist.iter()).enumerate() {
-                let d = n - 2.0 * dot;
-                if d < best.0 {
-                    best = (d, k);
-                }
-            }
-            *code = best.1 as u16;
-            for (r, &e) in residual.iter_mut().zip(self.word(q, best.1)) {
-                *r -= e;
-            }
-        }
+        let n_q = codes.len();
+        self.encode_frames(residual, &[n_q], codes, n_q, dist);
     }
 
     /// [`Self::encode_frame`] for `n_qs.len()` frames at once: frame `j` is
@@ -158,76 +142,22 @@ fn padded_size(size: usize) -> usize {
     size.div_ceil(BLOCK) * BLOCK
 }
 
-/// `dist[k] = sum over d of e_k[d] * r[d]` for the codewords of one quantizer in blocked layout,
-/// accumulated in order d = 0, 1, … with separate multiply and add (never fused), so the bits are
-/// the same on every x86 CPU as in a plain per-codeword loop. AVX2 where the CPU has it.
-fn dots(blocks: &[f32], dim: usize, r: &[f32], dist: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { dots_avx2(blocks, dim, r, dist) };
-        }
-    }
-    dots_portable(blocks, dim, r, dist)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dots_avx2(blocks: &[f32], dim: usize, r: &[f32], dist: &mut [f32]) {
-    dots_portable(blocks, dim, r, dist)
-}
-
-#[inline(always)]
-fn dots_portable(blocks: &[f32], dim: usize, r: &[f32], dist: &mut [f32]) {
-    for (block, out) in blocks
-        .chunks_exact(dim * BLOCK)
-        .zip(dist.chunks_exact_mut(BLOCK))
-    {
-        let mut acc = [0.0f32; BLOCK];
-        for (row, &rd) in block.chunks_exact(BLOCK).zip(r) {
-            for (a, &e) in acc.iter_mut().zip(row) {
-                *a += e * rd;
-            }
-        }
-        out.copy_from_slice(&acc);
-    }
-}
-
-/// [`dots`] for the frames `j` with `n_qs[j] > q`, block by block so each block is loaded once:
-/// `dist[j * padded + k]` for frame `j`'s residual `rs[j * dim..]`.
-fn dots_many(
-    blocks: &[f32],
-    dim: usize,
-    rs: &[f32],
-    n_qs: &[usize],
-    q: usize,
-    padded: usize,
-    dist: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { dots_many_avx2(blocks, dim, rs, n_qs, q, padded, dist) };
-        }
-    }
-    dots_many_portable(blocks, dim, rs, n_qs, q, padded, dist)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dots_many_avx2(
-    blocks: &[f32],
-    dim: usize,
-    rs: &[f32],
-    n_qs: &[usize],
-    q: usize,
-    padded: usize,
-    dist: &mut [f32],
-) {
-    dots_many_portable(blocks, dim, rs, n_qs, q, padded, dist)
-}
+crate::simd::avx2_dispatch!(
+    /// `dist[j * padded + k] = sum over d of e_k[d] * r_j[d]` for the codewords of one quantizer in
+    /// blocked layout and each frame `j` with `n_qs[j] > q` (residual `rs[j * dim..]`), block by
+    /// block so each block is loaded once for all frames. Accumulated in order d = 0, 1, … with
+    /// separate multiply and add (never fused), so the bits are the same on every x86 CPU as in a
+    /// plain per-codeword loop, and the same for a frame whatever frames it is searched with.
+    fn dots_many(
+        blocks: &[f32],
+        dim: usize,
+        rs: &[f32],
+        n_qs: &[usize],
+        q: usize,
+        padded: usize,
+        dist: &mut [f32],
+    ) => dots_many_portable
+);
 
 #[inline(always)]
 fn dots_many_portable(

@@ -134,3 +134,33 @@ impl XorShift {
         lo + (self.next() % (hi - lo + 1) as u64) as usize
     }
 }
+
+/// Codes `pcm` through one stream (push everything, flush) with `n_q` quantizers.
+pub fn stream_encode(
+    m: &std::sync::Arc<funcodec_core::CodecModel>,
+    pcm: &[f32],
+    n_q: usize,
+) -> funcodec_core::Codes {
+    let mut enc = funcodec_core::StreamEncoder::new(m.clone(), n_q).unwrap();
+    let mut codes = funcodec_core::Codes::new(n_q);
+    enc.push(pcm, |f| codes.push_frame(f)).unwrap();
+    enc.flush(|f| codes.push_frame(f)).unwrap();
+    codes
+}
+
+/// Decodes `codes` through one stream decoder, frame by frame.
+pub fn stream_decode(
+    m: &std::sync::Arc<funcodec_core::CodecModel>,
+    codes: &funcodec_core::Codes,
+) -> Vec<f32> {
+    let mut dec = funcodec_core::StreamDecoder::new(m.clone()).unwrap();
+    let mut out = Vec::new();
+    for t in 0..codes.frames {
+        dec.push_frame(codes.frame(t), |p| {
+            out.extend_from_slice(p);
+            Ok(())
+        })
+        .unwrap();
+    }
+    out
+}

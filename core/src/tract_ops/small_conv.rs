@@ -291,23 +291,11 @@ impl EvalOp for SmallConv {
     }
 }
 
-/// `row[t] += Σ_k w[k] · x[t·stride + k·dilation]`, AVX2 where the CPU has it.
-fn accumulate(row: &mut [f32], x: &[f32], w: &[f32], stride: usize, dilation: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { accumulate_avx2(row, x, w, stride, dilation) };
-        }
-    }
-    accumulate_portable(row, x, w, stride, dilation)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn accumulate_avx2(row: &mut [f32], x: &[f32], w: &[f32], stride: usize, dilation: usize) {
-    accumulate_portable(row, x, w, stride, dilation)
-}
+crate::simd::avx2_dispatch!(
+    /// `row[t] += Σ_k w[k] · x[t·stride + k·dilation]`.
+    fn accumulate(row: &mut [f32], x: &[f32], w: &[f32], stride: usize, dilation: usize)
+        => accumulate_portable
+);
 
 #[inline(always)]
 fn accumulate_portable(row: &mut [f32], x: &[f32], w: &[f32], stride: usize, dilation: usize) {
