@@ -121,6 +121,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--n-filters", type=int, default=8)
     ap.add_argument("--dimension", type=int, default=64)
+    ap.add_argument("--init", help="a new run starts from these weights (from_model.py's output: a shipped "
+                    "model folder's network) instead of random ones; ignored when the run resumes")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -151,6 +153,12 @@ def main() -> None:
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
         print(f"resumed {args.run} at step {step} ({wall / 3600:.2f} h trained)", flush=True)
+    elif args.init:
+        init = torch.load(args.init, map_location=dev, weights_only=False)
+        if init["conf"] != conf.to_dict():
+            raise SystemExit(f"{args.init} is a {init['conf']} network, not {conf.to_dict()}")
+        model.load_state_dict(init["model"])
+        print(f"new run {args.run} from {args.init} ({init['source']})", flush=True)
 
     roots = args.data.split(",")
     train = Corpus(roots, "train", conf.sample_rate)
