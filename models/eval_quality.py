@@ -5,7 +5,8 @@
         --funcodec-bin target/release/funcodec --out models/eval/default.json
 
 Clips: the corpus's held-out `valid` split (never trained on), reported separately for synthetic
-speech and for the real recordings (`engine=real`). Conditions:
+speech and for the real recordings (`engine=real`); with `--all-held-out`, every clip of a corpus made
+with a seed no training run used. Conditions:
 
 * ours at 0.5, 1, 2, 4 and 8 kbit/s through the Rust runtime (`funcodec roundtrip`);
 * Opus at 6, 8 and 12 kbit/s (`opusenc --bitrate N --vbr`, decoded at 16 kHz);
@@ -37,14 +38,14 @@ OPUS_KBPS = [6, 8, 12]
 CODEC2_MODES = ["3200", "1600", "700C"]
 
 
-def read_valid(corpus: str, limit: int) -> list[dict]:
+def read_valid(corpus: str, limit: int, splits: tuple[str, ...] = ("valid",)) -> list[dict]:
     rows = []
     with open(os.path.join(corpus, "manifest.tsv"), encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
         for line in f:
             r = dict(zip(header, line.rstrip("\n").split("\t")))
-            if r["split"] == "valid":
-                r["path"] = os.path.join(corpus, "valid", r["id"] + ".flac")
+            if r["split"] in splits:
+                r["path"] = os.path.join(corpus, r["split"], r["id"] + ".flac")
                 rows.append(r)
     synth = [r for r in rows if r["engine"] != "real"][:limit]
     real = [r for r in rows if r["engine"] == "real"][:limit]
@@ -164,9 +165,12 @@ def main() -> int:
     ap.add_argument("--funcodec-bin", default="target/release/funcodec")
     ap.add_argument("--limit", type=int, default=40, help="clips per group (synthetic, real)")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--all-held-out", action="store_true",
+                    help="score every clip of --corpus, train split included: for a corpus made with a seed "
+                         "that no training run used (all of it is held out)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    rows = read_valid(a.corpus, a.limit)
+    rows = read_valid(a.corpus, a.limit, ("valid", "train") if a.all_held_out else ("valid",))
     with ProcessPoolExecutor(a.jobs) as pool:
         results = list(pool.map(eval_clip, [(r, a.model, a.funcodec_bin) for r in rows]))
     table = summarise(results)

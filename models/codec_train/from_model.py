@@ -1,7 +1,7 @@
 """Recover trainable weights from a shipped model folder, so training can continue from it.
 
-    python models/codec_train/from_model.py --model models/default --out models/work/init-s5250.pt
-    python models/codec_train/train.py --run gpu-r1 --init models/work/init-s5250.pt ...
+    python models/codec_train/from_model.py --model models/default --out models/work/init.pt
+    python models/codec_train/train.py --run gpu-r1 --init models/work/init.pt ...
 
 Training checkpoints live with the machine that made them (`models/work/` is not committed), but
 the shipped folder is: its step graphs hold every conv's weight (weight norm folded) and bias and
