@@ -170,3 +170,41 @@ fn bad_frames_are_refused_and_lose_nothing() {
         .to_string();
     assert!(e.contains("no samples"), "{e}");
 }
+
+/// A lost frame staged in a batch is concealed as a single stream's decoder conceals it.
+#[test]
+fn lost_frames_are_concealed_as_in_a_single_stream() {
+    let m = load();
+    let codes = stream_encode(&m, &read_clip(VARIANT, "clip6_16123"), 4);
+    let lost = |t: usize| (5..8).contains(&t) || t == 12;
+    let mut single = funcodec_core::StreamDecoder::new(m.clone()).unwrap();
+    let mut want = Vec::new();
+    let mut batch = BatchDecoder::new(m.clone(), 2).unwrap();
+    let mut got = Vec::new();
+    for t in 0..codes.frames {
+        let mut keep = |p: &[f32]| {
+            want.extend_from_slice(p);
+            Ok(())
+        };
+        if lost(t) {
+            single.conceal(&mut keep).unwrap();
+            batch.stage_lost(1).unwrap();
+        } else {
+            single.push_frame(codes.frame(t), &mut keep).unwrap();
+            batch.stage(1, codes.frame(t)).unwrap();
+        }
+        batch.stage(0, codes.frame(t)).unwrap();
+        batch
+            .run(|s, p| {
+                if s == 1 {
+                    got.extend_from_slice(p);
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    assert_eq!(got.len(), want.len());
+    let d = max_abs_diff(&got, &want);
+    assert!(d < 1e-5, "{d}");
+    assert!(got != stream_decode(&m, &codes), "nothing was concealed");
+}

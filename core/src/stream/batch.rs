@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use super::decoder::Concealer;
 use super::step::{BatchExec, StepGraph, StepRunner};
 use crate::codec::{Codes, check_audio};
 use crate::error::{Error, Result};
@@ -209,12 +210,16 @@ impl BatchEncoder {
 pub struct BatchDecoder {
     model: Arc<CodecModel>,
     group: Group,
+    plc: Vec<Concealer>,
 }
 
 impl BatchDecoder {
     pub fn new(model: Arc<CodecModel>, streams: usize) -> Result<Self> {
         let group = Group::new(graphs(&model)?.1, streams)?;
-        Ok(BatchDecoder { model, group })
+        let plc = (0..streams)
+            .map(|_| Concealer::new(model.latent_dim()))
+            .collect();
+        Ok(BatchDecoder { model, group, plc })
     }
 
     pub fn streams(&self) -> usize {
@@ -227,6 +232,17 @@ impl BatchDecoder {
         let graph = graphs(&self.model)?.1;
         let row = self.group.stage(graph, stream)?;
         self.model.codebooks.decode_frame(codes, row)?;
+        self.plc[stream].good(row);
+        self.group.commit(stream);
+        Ok(())
+    }
+
+    /// Stages a lost frame of `stream`: its last good latent again, fading over a burst, as
+    /// [`super::StreamDecoder::conceal`] does.
+    pub fn stage_lost(&mut self, stream: usize) -> Result<()> {
+        let graph = graphs(&self.model)?.1;
+        let row = self.group.stage(graph, stream)?;
+        self.plc[stream].lost(row);
         self.group.commit(stream);
         Ok(())
     }
@@ -244,7 +260,9 @@ impl BatchDecoder {
     }
 
     pub fn reset(&mut self, stream: usize) -> Result<()> {
-        self.group.reset(graphs(&self.model)?.1, stream)
+        self.group.reset(graphs(&self.model)?.1, stream)?;
+        self.plc[stream].reset();
+        Ok(())
     }
 }
 

@@ -11,12 +11,50 @@ use crate::model::CodecModel;
 /// burst fades out instead of buzzing, and the decoder state stays continuous (no click on resume).
 const PLC_DECAY: f32 = 0.6;
 
+/// Packet-loss concealment of one stream: remembers the last good latent and fades it over a burst.
+pub(crate) struct Concealer {
+    last: Vec<f32>,
+    lost_run: u32,
+}
+
+impl Concealer {
+    pub(crate) fn new(dim: usize) -> Concealer {
+        Concealer {
+            last: vec![0.0; dim],
+            lost_run: 0,
+        }
+    }
+
+    /// A frame arrived: `z` is its latent.
+    pub(crate) fn good(&mut self, z: &[f32]) {
+        self.last.copy_from_slice(z);
+        self.lost_run = 0;
+    }
+
+    /// A frame was lost: writes the latent to decode in its place.
+    pub(crate) fn lost(&mut self, z: &mut [f32]) {
+        self.lost_run += 1;
+        let g = PLC_DECAY.powi(self.lost_run as i32);
+        for (z, l) in z.iter_mut().zip(&self.last) {
+            *z = l * g;
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.last.fill(0.0);
+        self.lost_run = 0;
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.last.len() * 4
+    }
+}
+
 pub struct StreamDecoder {
     model: Arc<CodecModel>,
     inner: Box<dyn LatentDecoder>,
     latent: Vec<f32>,
-    last: Vec<f32>,
-    lost_run: u32,
+    plc: Concealer,
     frames_in: u64,
 }
 
@@ -37,8 +75,7 @@ impl StreamDecoder {
             model,
             inner,
             latent: vec![0.0; dim],
-            last: vec![0.0; dim],
-            lost_run: 0,
+            plc: Concealer::new(dim),
             frames_in: 0,
         }
     }
@@ -57,7 +94,7 @@ impl StreamDecoder {
         self.frames_in
     }
     pub fn state_bytes(&self) -> usize {
-        self.inner.state_bytes() + (self.latent.len() + self.last.len()) * 4
+        self.inner.state_bytes() + self.latent.len() * 4 + self.plc.bytes()
     }
 
     /// Decodes one frame carrying 1..=N codes (the quantizer count may change from frame to frame);
@@ -69,19 +106,14 @@ impl StreamDecoder {
     ) -> Result<()> {
         self.model.check_n_q(codes.len())?;
         self.model.codebooks.decode_frame(codes, &mut self.latent)?;
-        self.last.copy_from_slice(&self.latent);
-        self.lost_run = 0;
+        self.plc.good(&self.latent);
         self.frames_in += 1;
         self.inner.push_latent(&self.latent, &mut |pcm| sink(pcm))
     }
 
     /// Conceals one lost frame: the last good latent again, fading by `PLC_DECAY` per lost frame.
     pub fn conceal(&mut self, mut sink: impl FnMut(&[f32]) -> Result<()>) -> Result<()> {
-        self.lost_run += 1;
-        let g = PLC_DECAY.powi(self.lost_run as i32);
-        for (z, l) in self.latent.iter_mut().zip(&self.last) {
-            *z = l * g;
-        }
+        self.plc.lost(&mut self.latent);
         self.frames_in += 1;
         self.inner.push_latent(&self.latent, &mut |pcm| sink(pcm))
     }
@@ -99,8 +131,7 @@ impl StreamDecoder {
     }
 
     fn reset_counters(&mut self) {
-        self.last.fill(0.0);
-        self.lost_run = 0;
+        self.plc.reset();
         self.frames_in = 0;
     }
 }
