@@ -54,7 +54,6 @@ impl StepGraph {
                 file: info.file.clone(),
                 msg,
             })?;
-        debug_assert_eq!(info.in_shape[0], 1);
         let (n_in, n_out) = (plan.input_count(), plan.output_count());
         if n_in != 1 + info.states.len() || n_out != 1 + info.states.len() {
             return Err(Error::ModelFile {
@@ -199,29 +198,37 @@ impl StepGraph {
         self.zero(r)
     }
 
-    /// The plan that runs `n` streams per call (cached; built from the model file on first use).
-    fn batch_plan(&self, n: usize) -> Result<Plan> {
+    /// The plans that run `sizes` streams per call, cached: the missing ones are built from one
+    /// read (and checksum) of the model file, which is not kept in memory.
+    fn batch_plans(&self, sizes: &[usize]) -> Result<Vec<Plan>> {
         let mut cache = self.batch_plans.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, plan)) = cache.iter().find(|(b, _)| *b == n) {
-            return Ok(plan.clone());
+        let cached = |cache: &[(usize, Plan)], n| cache.iter().find(|(b, _)| *b == n).cloned();
+        if sizes.iter().any(|&n| cached(&cache, n).is_none()) {
+            let (manifest, dir, file) = &self.source;
+            let bytes = manifest.read_checked(dir, file)?;
+            let b = &self.batch;
+            // On the CUDA engine `read_onnx` drops the edit, and the layout is the exported one.
+            let edit = |g: &mut tract_onnx::pb::GraphProto| {
+                crate::tract_ops::small_conv::rewrite(g);
+                b.edit(g);
+            };
+            for &n in sizes {
+                if cached(&cache, n).is_some() {
+                    continue;
+                }
+                let shapes: Vec<Vec<usize>> = std::iter::once(&b.x)
+                    .chain(&b.states)
+                    .map(|io| io.batched(n))
+                    .collect();
+                let plan = plan_from_facts(&bytes, &shapes, self.engine, Some(&edit))
+                    .map_err(|msg| self.msg(format!("no plan for {n} streams per run: {msg}")))?;
+                cache.push((n, plan));
+            }
         }
-        let (manifest, dir, file) = &self.source;
-        let bytes = manifest.read_checked(dir, file)?;
-        let b = &self.batch;
-        let shapes: Vec<Vec<usize>> = std::iter::once(&b.x)
-            .chain(&b.states)
-            .map(|io| io.batched(n))
-            .collect();
-        let edit = |g: &mut tract_onnx::pb::GraphProto| {
-            crate::tract_ops::small_conv::rewrite(g);
-            b.edit(g);
-        };
-        let edit: Option<&dyn Fn(&mut tract_onnx::pb::GraphProto)> =
-            if b.stream_second { Some(&edit) } else { None };
-        let plan = plan_from_facts(&bytes, &shapes, self.engine, edit)
-            .map_err(|msg| self.msg(format!("no plan for {n} streams per run: {msg}")))?;
-        cache.push((n, plan.clone()));
-        Ok(plan)
+        Ok(sizes
+            .iter()
+            .map(|&n| cached(&cache, n).expect("built above").1)
+            .collect())
     }
 
     /// Runs one step of several streams in one call of the graph: stream `runners[ix[j]]` takes
@@ -358,7 +365,6 @@ impl BatchIo {
 /// engine gets the graph as exported, batched on the manifest's axes.
 #[derive(Debug, Clone)]
 struct BatchLayout {
-    stream_second: bool,
     x: BatchIo,
     y: BatchIo,
     states: Vec<BatchIo>,
@@ -383,7 +389,6 @@ impl BatchLayout {
             .zip(&states)
             .map(|(s, io)| io.is_moved(s.batch_axis()));
         BatchLayout {
-            stream_second: second,
             moved_inputs: std::iter::once(x.is_moved(0))
                 .chain(moved_states.clone())
                 .collect(),
@@ -450,24 +455,32 @@ impl BatchExec {
 
     /// Builds every plan a run of 2..=capacity streams will use, so that no live run stalls on one.
     pub fn prepare(&mut self, graph: &StepGraph) -> Result<()> {
+        let mut sizes = Vec::new();
         let mut k = 2;
         while k <= self.capacity {
             let n = self.size_for(k);
-            self.state(graph, n)?;
+            sizes.push(n);
             k = n + 1;
+        }
+        // All sizes from one read of the model file; `state` then finds them cached.
+        graph.batch_plans(&sizes)?;
+        for n in sizes {
+            self.state(graph, n)?;
         }
         Ok(())
     }
 
     fn state(&mut self, graph: &StepGraph, n: usize) -> Result<&mut dyn State> {
-        let ix = match self.states.iter().position(|(b, _)| *b == n) {
-            Some(ix) => ix,
-            None => {
-                let st = graph.batch_plan(n)?.spawn().map_err(|e| graph.err(e))?;
-                self.states.push((n, st));
-                self.states.len() - 1
-            }
-        };
+        if !self.states.iter().any(|(b, _)| *b == n) {
+            let plan = graph.batch_plans(&[n])?.remove(0);
+            let st = plan.spawn().map_err(|e| graph.err(e))?;
+            self.states.push((n, st));
+        }
+        let ix = self
+            .states
+            .iter()
+            .position(|(b, _)| *b == n)
+            .expect("added");
         Ok(self.states[ix].1.as_mut())
     }
 }
