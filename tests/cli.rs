@@ -204,10 +204,21 @@ fn scp_batches_utterances_of_step_models() {
         ]);
         clips
             .iter()
-            .map(|c| std::fs::read(out.join(format!("{c}.wav"))).unwrap())
+            .map(|c| {
+                let r = hound::WavReader::open(out.join(format!("{c}.wav"))).unwrap();
+                r.into_samples::<i16>()
+                    .map(|v| v.unwrap())
+                    .collect::<Vec<_>>()
+            })
             .collect::<Vec<_>>()
     };
-    assert_eq!(decode("4"), decode("1"));
+    // A batch runs other kernels than a single stream for some layers (see `tract_ops`), so the
+    // PCM agrees to float rounding: at most one step of the 16-bit output.
+    for (c, (a, b)) in clips.iter().zip(decode("4").iter().zip(&decode("1"))) {
+        assert_eq!(a.len(), b.len(), "{c}");
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).max();
+        assert!(worst <= Some(1), "{c}: {worst:?}");
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod bitstream;
+mod block_matrix;
 pub mod codec;
 pub mod codecs_txt;
 pub mod error;

@@ -112,7 +112,8 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=1.28, help="crop length")
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, help="Adam learning rate: 5e-4 for a new run; given on a resumed run, it "
+                    "replaces the checkpoint's (to anneal a run that has flattened)")
     ap.add_argument("--adv-start", type=int, default=20000, help="step at which the discriminator joins")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
@@ -131,8 +132,9 @@ def main() -> None:
     model = Codec(conf).to(dev)
     disc = MSSTFTDisc().to(dev)
     mel, mag = MultiScaleMel(conf.sample_rate).to(dev), MagnitudeSpectrum().to(dev)
-    opt_g = torch.optim.Adam(model.parameters(), args.lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(disc.parameters(), args.lr, betas=(0.5, 0.9))
+    lr = args.lr or 5e-4
+    opt_g = torch.optim.Adam(model.parameters(), lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr, betas=(0.5, 0.9))
 
     run_dir = os.path.join(args.work, args.run)
     os.makedirs(run_dir, exist_ok=True)
@@ -150,9 +152,13 @@ def main() -> None:
         opt_g.load_state_dict(ck["opt_g"])
         opt_d.load_state_dict(ck["opt_d"])
         step, wall = ck["step"], ck["wall"]
+        if args.lr:
+            for opt in (opt_g, opt_d):
+                for group in opt.param_groups:
+                    group["lr"] = args.lr
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
-        print(f"resumed {args.run} at step {step} ({wall / 3600:.2f} h trained)", flush=True)
+        print(f"resumed {args.run} at step {step} ({wall / 3600:.2f} h trained), lr {opt_g.param_groups[0]['lr']}", flush=True)
     elif args.init:
         init = torch.load(args.init, map_location=dev, weights_only=False)
         if init["conf"] != conf.to_dict():
@@ -217,7 +223,7 @@ def main() -> None:
         t_last = now
         if step % args.log_every == 0:
             n = acc.pop("_n", 1.0)
-            rec = {"step": step, "wall_h": round(wall / 3600, 4), "n": int(n)}
+            rec = {"step": step, "wall_h": round(wall / 3600, 4), "n": int(n), "lr": opt_g.param_groups[0]["lr"]}
             rec.update({k: round(v / n, 5) for k, v in acc.items()})
             rec["usage"] = [round(u, 3) for u in model.quantizer.rvq.take_usage()]
             model.eval()

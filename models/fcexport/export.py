@@ -76,13 +76,35 @@ def pad_spec(kernel: int, stride: int, causal: bool, mode: str) -> dict:
     return dict(kernel=kernel, stride=stride, dilation=1, causal=causal, mode=mode, left=left, right=right)
 
 
+def round_weights_to_half(modules) -> int:
+    """Rounds every conv and LSTM weight (after weight norm is folded in; biases stay) to the nearest
+    half-precision value, kept as float32 (`export_model` rounds the codebooks too). The runtime stores
+    a matrix whose values are all half-precision numbers in half precision (exactly: the same values,
+    the same sums), which halves what a streaming step reads for its largest layers and the RVQ
+    search. Returns how many tensors were rounded."""
+    n = 0
+    with torch.no_grad():
+        for m in modules:
+            for name, p in m.named_parameters():
+                if name.split(".")[-1].startswith("weight"):
+                    p.copy_(p.half().float())
+                    n += 1
+    return n
+
+
 def export_model(config_path: str, checkpoint_path: str, out_dir: str, model_id: str | None = None,
-                 offline_graphs: bool = True) -> dict:
+                 offline_graphs: bool = True, half_weights: bool = False) -> dict:
     """offline_graphs=False (causal models only) ships just the step graphs: the runtime then runs offline
-    coding frame by frame too, and the folder holds the weights once instead of twice."""
+    coding frame by frame too, and the folder holds the weights once instead of twice.
+    half_weights=True rounds the weights to half-precision values first (`round_weights_to_half`): the
+    exported model then differs from the checkpoint by that rounding, so it is for the project's own
+    models, never for a FunCodec checkpoint that must match FunCodec."""
     conf = load_config(config_path)
     sd = load_state_dict(checkpoint_path)
     segments, decoder, embed = build_modules(conf, sd)
+    if half_weights:
+        round_weights_to_half(segments + [decoder])
+        embed = embed.half().float()
     os.makedirs(out_dir, exist_ok=True)
     enc, dec = conf.encoder, conf.decoder
 
@@ -142,6 +164,7 @@ def export_model(config_path: str, checkpoint_path: str, out_dir: str, model_id:
         decoder=dict(file="decoder.onnx", in_channels=conf.dimension, pad=dspec, out_samples_per_frame=conf.hop)
         if offline_graphs else None,
         streaming=streaming,
+        weights="rounded to half precision" if half_weights else "as in the checkpoint",
         files={f: dict(sha256=hashes[f], bytes=os.path.getsize(os.path.join(out_dir, f))) for f in files},
         source=dict(config_sha256=sha256_file(config_path), checkpoint_sha256=sha256_file(checkpoint_path),
                     config_file=os.path.basename(config_path), checkpoint_file=os.path.basename(checkpoint_path)),

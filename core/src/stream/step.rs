@@ -17,6 +17,7 @@ use crate::backend::Engine;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, StepGraphInfo};
 use crate::model::{Plan, plan_from_facts};
+use crate::tract_ops::small_conv::Streams;
 
 pub struct StepGraph {
     plan: Plan,
@@ -46,7 +47,7 @@ impl StepGraph {
     ) -> Result<StepGraph> {
         let bytes = manifest.read_checked(dir, &info.file)?;
         let edit = |g: &mut tract_onnx::pb::GraphProto| {
-            crate::tract_ops::small_conv::rewrite(g);
+            crate::tract_ops::small_conv::rewrite(g, Streams::One);
         };
         let plan =
             plan_from_facts(&bytes, &[], engine, Some(&edit)).map_err(|msg| Error::ModelFile {
@@ -126,14 +127,14 @@ impl StepGraph {
         self.step_with(r, x, out, |exec, inputs| exec.run(inputs))
     }
 
-    /// One step, like [`Self::step`], adding each graph node's run time to `profile` under its
-    /// op's name (count, total). For `funcodec bench --profile`; CPU engine only.
+    /// One step, like [`Self::step`], adding each graph node's run time to `profile` under the
+    /// node's name (op name, runs, total). For `funcodec bench --profile`; CPU engine only.
     pub fn step_profiled(
         &self,
         r: &mut StepRunner,
         x: &[f32],
         out: &mut [f32],
-        profile: &mut BTreeMap<String, (usize, Duration)>,
+        profile: &mut BTreeMap<String, (String, usize, Duration)>,
     ) -> Result<()> {
         self.step_with(r, x, out, |exec, inputs| {
             let Some(state) = exec.downcast_mut::<TypedSimpleState>() else {
@@ -142,9 +143,11 @@ impl StepGraph {
             state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
                 let t = Instant::now();
                 let out = eval(ctx, op_state, node, inputs);
-                let e = profile.entry(node.op().name().to_string()).or_default();
-                e.0 += 1;
-                e.1 += t.elapsed();
+                let e = profile
+                    .entry(node.name.clone())
+                    .or_insert_with(|| (node.op().name().to_string(), 0, Duration::ZERO));
+                e.1 += 1;
+                e.2 += t.elapsed();
                 out
             })
         })
@@ -209,7 +212,7 @@ impl StepGraph {
             let b = &self.batch;
             // On the CUDA engine `read_onnx` drops the edit, and the layout is the exported one.
             let edit = |g: &mut tract_onnx::pb::GraphProto| {
-                crate::tract_ops::small_conv::rewrite(g);
+                crate::tract_ops::small_conv::rewrite(g, Streams::Batched);
                 b.edit(g);
             };
             for &n in sizes {

@@ -1,5 +1,5 @@
-//! Where the runtime changes what tract makes of a graph, and why. The two ops and the batch-bias
-//! pass are for the CPU engine (the CUDA engine gets tract's standard ops, which are the ones it
+//! Where the runtime changes what tract makes of a graph, and why. The ops and the batch passes
+//! are for the CPU engine (the CUDA engine gets tract's standard ops, which are the ones it
 //! translates); the mean-of-squares pass runs for both.
 //!
 //! * [`elu`]: ELU as one in-place op. tract-onnx expands ONNX `Elu` into five nodes (Exp, Sub,
@@ -16,8 +16,12 @@
 //!   then drifts as a float32 sum does (decoder output 3.7e-4 off FunCodec instead of 8e-6 on 10 s).
 //!   The pass puts the float64 chain back after decluttering. (It is the safety net for graphs whose
 //!   statistics `group_stats` does not recognise.)
-//! * [`small_conv`]: step graphs' convolutions with at most 4 output channels computed directly
-//!   instead of as matrix products that waste most of tract's 16-row kernel.
+//! * [`small_conv`]: step graphs' convolutions with at most 4 output channels (in a single
+//!   stream's graphs also unstrided ones with few multiply-adds per sample) computed directly
+//!   instead of as matrix products that waste most of tract's 16-row kernel or its packing.
+//! * [`mat_vec`]: a single stream's products of a matrix with one vector (LSTMs, the convs on
+//!   one sample at the bottleneck) on a [`crate::block_matrix::BlockMatrix`], read in half
+//!   precision when the weights are halves.
 //! * [`batch_layout`]: step graphs that run several streams at once get their convolutions as
 //!   batch-one 2-D convolutions over a stream-second layout.
 //! * [`batch_bias`]: in plans that run several streams at once, per-channel constants tiled over
@@ -27,6 +31,7 @@ mod batch_bias;
 pub(crate) mod batch_layout;
 mod elu;
 mod group_stats;
+pub(crate) mod mat_vec;
 mod mean_squares;
 pub(crate) mod small_conv;
 

@@ -1,11 +1,12 @@
-//! Convolutions with very few output channels, computed directly.
+//! Small convolutions, computed directly.
 //!
 //! tract runs every convolution as a matrix product whose kernel computes 16 output channels at
 //! once, so a conv with 1 or 4 of them (the default model's last layer and its resblocks' first
 //! convs at 640 samples) wastes most of each product: at 16 streams per run these three convs
 //! took 84 µs per stream for 0.16 M multiply-adds, 1–2.5 G multiply-adds/s. Done directly, a row of
-//! outputs per output channel with the time axis vectorised, they reach several times that.
-//! Only step graphs (concrete lengths, no padding) are rewritten.
+//! outputs per output channel with the time axis vectorised, they reach several times that. In a
+//! single stream's step the same holds for the early unstrided convs with a few more channels
+//! (see [`MAX_MACS_ONE_STREAM`]). Only step graphs (concrete lengths, no padding) are rewritten.
 
 use std::collections::HashMap;
 
@@ -19,9 +20,25 @@ pub(super) const OP_TYPE: &str = "FuncodecSmallConv";
 /// Convs with at most this many output channels are computed directly.
 const MAX_OUT_CHANNELS: i64 = 4;
 
-/// Rewrites each `Conv` with at most [`MAX_OUT_CHANNELS`] outputs, a `[M, C, K]` weight
-/// initializer, one group and no padding into [`OP_TYPE`] (channels on axis 1). Returns how many.
-pub(crate) fn rewrite(graph: &mut GraphProto) -> usize {
+/// In a single stream's graph, unstrided convs with at most this many multiply-adds per output
+/// sample (`M·C·K`) are computed directly too: tract spends 15–20 µs on any of the default
+/// model's early convs (packing a 160–640 sample input for a product with few rows), while
+/// directly one with 512 takes about 10. Above it, and when several streams share a product,
+/// tract's kernels win (measured per node with `funcodec bench --profile`).
+const MAX_MACS_ONE_STREAM: i64 = 512;
+
+/// Which graphs a rewrite is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Streams {
+    One,
+    Batched,
+}
+
+/// Rewrites each `Conv` with a `[M, C, K]` weight initializer, one group and no padding that is
+/// small enough (at most [`MAX_OUT_CHANNELS`] outputs, or for one stream, unstrided with at most
+/// [`MAX_MACS_ONE_STREAM`] multiply-adds per sample) into [`OP_TYPE`] (channels on axis 1).
+/// Returns how many.
+pub(crate) fn rewrite(graph: &mut GraphProto, streams: Streams) -> usize {
     let dims: HashMap<&str, Vec<i64>> = graph
         .initializer
         .iter()
@@ -30,7 +47,17 @@ pub(crate) fn rewrite(graph: &mut GraphProto) -> usize {
     let mut count = 0;
     for node in &mut graph.node {
         let weight = node.input.get(1).and_then(|w| dims.get(w.as_str()));
-        let small = weight.is_some_and(|d| d.len() == 3 && d[0] <= MAX_OUT_CHANNELS);
+        let unstrided = node
+            .attribute
+            .iter()
+            .all(|a| a.name != "strides" || a.ints.iter().all(|&s| s == 1));
+        let small = weight.is_some_and(|d| {
+            d.len() == 3
+                && (d[0] <= MAX_OUT_CHANNELS
+                    || (streams == Streams::One
+                        && unstrided
+                        && d.iter().product::<i64>() <= MAX_MACS_ONE_STREAM))
+        });
         let plain = node.attribute.iter().all(|a| match a.name.as_str() {
             "auto_pad" => a.s.is_empty() || a.s == b"NOTSET",
             "pads" => a.ints.iter().all(|&p| p == 0),
@@ -410,10 +437,10 @@ mod tests {
         let mut proto = tract_onnx::onnx()
             .proto_model_for_read(&mut &bytes[..])
             .unwrap();
-        let n = rewrite(proto.graph.as_mut().unwrap());
+        let n = rewrite(proto.graph.as_mut().unwrap(), Streams::Batched);
         assert!(n >= 2, "{n} small convs");
         let edit = |g: &mut GraphProto| {
-            rewrite(g);
+            rewrite(g, Streams::One);
         };
         let ours = plan_from_facts(&bytes, &[], Engine::CPU, Some(&edit)).unwrap();
         let plain = plan_from_facts(&bytes, &[], Engine::CPU, None).unwrap();

@@ -240,8 +240,11 @@ fn bench_batched(
     }))
 }
 
-/// Time per frame spent in each op type of the encoder and decoder step graphs (the RVQ search is
-/// not in them), sorted by time, from one pass over `pcm`.
+/// Nodes listed one by one in the profile, slowest first.
+const PROFILE_NODES: usize = 12;
+
+/// Time per frame spent in each op type of the encoder and decoder step graphs, and in their
+/// slowest nodes (the RVQ search is not in them), sorted by time, from one pass over `pcm`.
 fn profile_steps(model: &CodecModel, pcm: &[f32]) -> Result<serde_json::Value> {
     let (Some(enc), Some(dec)) = (model.encoder_step(), model.decoder_step()) else {
         return Ok(serde_json::Value::Null);
@@ -254,22 +257,34 @@ fn profile_steps(model: &CodecModel, pcm: &[f32]) -> Result<serde_json::Value> {
         enc.step_profiled(&mut er, x, &mut latent, &mut ep)?;
         dec.step_profiled(&mut dr, &latent, &mut wave, &mut dp)?;
     }
-    let table = |p: BTreeMap<String, (usize, Duration)>| {
-        let total: f64 = p.values().map(|v| v.1.as_secs_f64()).sum();
-        let mut rows: Vec<_> = p.into_iter().collect();
-        rows.sort_by_key(|r| std::cmp::Reverse(r.1.1));
-        let rows: Vec<_> = rows
+    let per_frame = |t: Duration| t.as_secs_f64() * 1e6 / frames.max(1) as f64;
+    let table = |p: BTreeMap<String, (String, usize, Duration)>| {
+        let total: f64 = p.values().map(|v| v.2.as_secs_f64()).sum();
+        let share = |t: Duration| t.as_secs_f64() / total.max(1e-12);
+        let mut by_op: BTreeMap<&str, (usize, Duration)> = BTreeMap::new();
+        for (op, n, t) in p.values() {
+            let e = by_op.entry(op).or_default();
+            e.0 += n;
+            e.1 += *t;
+        }
+        let mut ops: Vec<_> = by_op.into_iter().collect();
+        ops.sort_by_key(|r| std::cmp::Reverse(r.1.1));
+        let ops: Vec<_> = ops
             .into_iter()
             .map(|(op, (n, t))| {
-                json!({
-                    "op": op,
-                    "nodes": n / frames.max(1),
-                    "us_per_frame": t.as_secs_f64() * 1e6 / frames.max(1) as f64,
-                    "share": t.as_secs_f64() / total.max(1e-12),
-                })
+                json!({"op": op, "nodes": n / frames.max(1), "us_per_frame": per_frame(t), "share": share(t)})
             })
             .collect();
-        json!({"us_per_frame": total * 1e6 / frames.max(1) as f64, "ops": rows})
+        let mut nodes: Vec<_> = p.iter().collect();
+        nodes.sort_by_key(|r| std::cmp::Reverse(r.1.2));
+        let nodes: Vec<_> = nodes
+            .into_iter()
+            .take(PROFILE_NODES)
+            .map(|(name, (op, _, t))| {
+                json!({"node": name, "op": op, "us_per_frame": per_frame(*t), "share": share(*t)})
+            })
+            .collect();
+        json!({"us_per_frame": total * 1e6 / frames.max(1) as f64, "ops": ops, "slowest_nodes": nodes})
     };
     Ok(json!({"frames": frames, "encoder_step": table(ep), "decoder_step": table(dp)}))
 }

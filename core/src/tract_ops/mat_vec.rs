@@ -1,0 +1,424 @@
+//! Matrix-vector products of one stream's step, on a [`BlockMatrix`].
+//!
+//! In one stream's step the largest layers act on a single vector: the LSTMs (`x·Wᵀ`, `h·Rᵀ`),
+//! the encoder's last downsampling conv and the conv after its LSTM (one output sample each), and
+//! the decoder's conv before its LSTM and its first transposed conv (one input sample). Their
+//! weights, about 6.4 of each default-model step graph's 7 MiB, are read once per frame, and a
+//! frame's weights and codebooks do not stay in the development machine's cache: these products
+//! run at memory speed, about 20 GB/s there, in tract's kernels as in this op. What the op adds
+//! is the storage: a matrix whose values are all half-precision numbers (the project's models
+//! are exported so) is read in half precision, half the bytes. Products with several vectors
+//! (batched streams) are left to tract, whose kernels then reuse each weight for all of them.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use crate::block_matrix::BlockMatrix;
+
+/// Smaller products stay with tract: the gain is in streaming large weights.
+const MIN_WEIGHTS: usize = 16 * 1024;
+
+/// Replaces every matrix-vector product of a decluttered model, found as an `EinSum` with a
+/// constant matrix and one vector, a convolution with one output sample or a transposed
+/// convolution of one input sample, by [`MatVec`]. Run it between decluttering and optimising.
+/// Returns how many were replaced.
+pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
+    rewrite_from(model, MIN_WEIGHTS)
+}
+
+/// [`rewrite`] for products with at least `min_weights` weights.
+fn rewrite_from(model: &mut TypedModel, min_weights: usize) -> TractResult<usize> {
+    let mut found = vec![];
+    for node in model.nodes() {
+        let op = if let Some(op) = node.op_as::<EinSum>() {
+            from_einsum(model, node, op)?
+        } else if let Some(op) = node.op_as::<Conv>() {
+            from_conv(model, node, op)?
+        } else if let Some(op) = node.op_as::<Deconv>() {
+            from_deconv(model, node, op)?
+        } else {
+            None
+        };
+        if let Some(op) = op.filter(|op| op.matrix.rows() * op.matrix.cols() >= min_weights) {
+            found.push((node.id, op));
+        }
+    }
+    let count = found.len();
+    for (id, op) in found {
+        let node = model.node(id);
+        let input = if node.op_is::<EinSum>() {
+            let x_slot = usize::from(konst(model, node.inputs[0]).is_some());
+            node.inputs[x_slot]
+        } else {
+            node.inputs[0]
+        };
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, input)?;
+        let y = patch.wire_node(format!("{}.mat_vec", node.name), op, &[x])?;
+        patch.shunt_outside(model, id.into(), y[0])?;
+        patch.apply(model)?;
+    }
+    Ok(count)
+}
+
+fn konst(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
+    let fact = model.outlet_fact(outlet).ok()?;
+    fact.konst
+        .clone()
+        .filter(|_| fact.datum_type == f32::datum_type())
+}
+
+fn concrete(model: &TypedModel, outlet: OutletId) -> Option<TVec<usize>> {
+    let fact = model.outlet_fact(outlet).ok()?;
+    (fact.datum_type == f32::datum_type())
+        .then(|| fact.shape.as_concrete().map(TVec::from))
+        .flatten()
+}
+
+fn plain_values(t: &Tensor) -> TractResult<Vec<f32>> {
+    Ok(t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+}
+
+/// `x·Wᵀ` (or `x·W`) with a constant `[n, k]` matrix and an input whose other axes are all 1.
+fn from_einsum(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResult<Option<MatVec>> {
+    if node.inputs.len() != 2 || op.q_params.is_some() || op.operating_dt != f32::datum_type() {
+        return Ok(None);
+    }
+    let Some(w_slot) = (0..2).find(|&i| {
+        konst(model, node.inputs[i]).is_some_and(|w| w.rank() == 2)
+            && konst(model, node.inputs[1 - i]).is_none()
+    }) else {
+        return Ok(None);
+    };
+    let x_slot = 1 - w_slot;
+    let w = konst(model, node.inputs[w_slot]).expect("found above");
+    let (Some(x_shape), Some(out_shape)) = (
+        concrete(model, node.inputs[x_slot]),
+        concrete(model, node.id.into()),
+    ) else {
+        return Ok(None);
+    };
+    let (mut k_pos, mut n_pos) = (None, None);
+    for axis in op.axes.iter_all_axes() {
+        let (w_at, x_at, out_at) = (&axis.inputs[w_slot], &axis.inputs[x_slot], &axis.outputs[0]);
+        if w_at.len() > 1 || x_at.len() > 1 || out_at.len() > 1 {
+            return Ok(None);
+        }
+        match (w_at.first(), x_at.first(), out_at.first()) {
+            (Some(&w), Some(_), None) if k_pos.is_none() => k_pos = Some(w),
+            (Some(&w), None, Some(_)) if n_pos.is_none() => n_pos = Some(w),
+            (None, x, out) => {
+                // An axis the matrix does not have: the vector's and the output's must be 1.
+                let one = |at: Option<&usize>, shape: &[usize]| at.is_none_or(|&p| shape[p] == 1);
+                if !one(x, &x_shape) || !one(out, &out_shape) {
+                    return Ok(None);
+                }
+            }
+            _ => return Ok(None),
+        }
+    }
+    let (Some(k_pos), Some(_)) = (k_pos, n_pos) else {
+        return Ok(None);
+    };
+    let (rows, cols) = (w.shape()[1 - k_pos], w.shape()[k_pos]);
+    let v = plain_values(&w)?;
+    let matrix = BlockMatrix::new(rows, cols, |r, c| {
+        if k_pos == 1 {
+            v[r * cols + c]
+        } else {
+            v[c * rows + r]
+        }
+    });
+    Ok(Some(MatVec {
+        matrix: Arc::new(matrix),
+        bias: None,
+        out_shape,
+    }))
+}
+
+/// A 1-D geometry with no padding, no dilation, one group, channels first and batch 1.
+fn plain_1d(pool: &PoolSpec, group: usize) -> bool {
+    let no_pad = match &pool.padding {
+        PaddingSpec::Valid => true,
+        PaddingSpec::Explicit(a, b) => a.iter().chain(b).all(|&p| p == 0),
+        _ => false,
+    };
+    no_pad
+        && group == 1
+        && pool.data_format == DataFormat::NCHW
+        && pool.kernel_shape.len() == 1
+        && pool.dilations().iter().all(|&d| d == 1)
+}
+
+/// Per-row bias of a conv whose bias input is a constant of one value or one per output channel
+/// (`None` if it is all zeros).
+fn conv_bias(
+    model: &TypedModel,
+    node: &TypedNode,
+    channels: usize,
+    per_channel: usize,
+) -> TractResult<Option<Option<Vec<f32>>>> {
+    let Some(b) = node.inputs.get(2).and_then(|&o| konst(model, o)) else {
+        return Ok(None);
+    };
+    let b = plain_values(&b)?;
+    if b.len() != 1 && b.len() != channels {
+        return Ok(None);
+    }
+    if b.iter().all(|&v| v == 0.0) {
+        return Ok(Some(None));
+    }
+    let rows = (0..channels * per_channel)
+        .map(|r| b[if b.len() == 1 { 0 } else { r / per_channel }])
+        .collect();
+    Ok(Some(Some(rows)))
+}
+
+/// A convolution whose kernel spans its whole input: one output sample, the product of the
+/// weights with the input.
+fn from_conv(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Option<MatVec>> {
+    if op.q_params.is_some()
+        || op.kernel_fmt != KernelFormat::OIHW
+        || !plain_1d(&op.pool_spec, op.group)
+    {
+        return Ok(None);
+    }
+    let (Some(x_shape), Some(out_shape), Some(w)) = (
+        concrete(model, node.inputs[0]),
+        concrete(model, node.id.into()),
+        konst(model, node.inputs[1]),
+    ) else {
+        return Ok(None);
+    };
+    let (&[1, c, len], &[1, m, 1], &[wm, wc, k]) = (&*x_shape, &*out_shape, w.shape()) else {
+        return Ok(None);
+    };
+    if (wm, wc, k) != (m, c, len) {
+        return Ok(None);
+    }
+    let Some(bias) = conv_bias(model, node, m, 1)? else {
+        return Ok(None);
+    };
+    let v = plain_values(&w)?;
+    let cols = c * k;
+    Ok(Some(MatVec {
+        matrix: Arc::new(BlockMatrix::new(m, cols, |r, col| v[r * cols + col])),
+        bias: bias.map(Arc::new),
+        out_shape,
+    }))
+}
+
+/// A transposed convolution of one input sample: output sample `j` of channel `o` is
+/// `Σ_c W[o, c, j] · x[c]` (tract stores the kernel `[O, I, K]`).
+fn from_deconv(model: &TypedModel, node: &TypedNode, op: &Deconv) -> TractResult<Option<MatVec>> {
+    if op.kernel_format != KernelFormat::OIHW
+        || op.adjustments.iter().any(|&a| a != 0)
+        || !plain_1d(&op.pool_spec, op.group)
+    {
+        return Ok(None);
+    }
+    let (Some(x_shape), Some(out_shape), Some(w)) = (
+        concrete(model, node.inputs[0]),
+        concrete(model, node.id.into()),
+        konst(model, node.inputs[1]),
+    ) else {
+        return Ok(None);
+    };
+    let (&[1, c, 1], &[1, o, len], &[wo, wc, k]) = (&*x_shape, &*out_shape, w.shape()) else {
+        return Ok(None);
+    };
+    if (wo, wc, k) != (o, c, len) {
+        return Ok(None);
+    }
+    let Some(bias) = conv_bias(model, node, o, k)? else {
+        return Ok(None);
+    };
+    let v = plain_values(&w)?;
+    Ok(Some(MatVec {
+        matrix: Arc::new(BlockMatrix::new(o * k, c, |r, col| {
+            v[((r / k) * c + col) * k + r % k]
+        })),
+        bias: bias.map(Arc::new),
+        out_shape,
+    }))
+}
+
+/// `y = M·x (+ bias)`, `x` being the input's values in order, `y` shaped `out_shape`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatVec {
+    matrix: Arc<BlockMatrix>,
+    bias: Option<Arc<Vec<f32>>>,
+    out_shape: TVec<usize>,
+}
+
+impl Eq for MatVec {}
+
+impl std::hash::Hash for MatVec {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.out_shape.hash(h);
+        self.matrix.hash_values(h);
+        (self.bias.iter().flat_map(|b| b.iter())).for_each(|v| v.to_bits().hash(h));
+    }
+}
+
+impl Op for MatVec {
+    fn name(&self) -> StaticName {
+        "MatVec".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let storage = if self.matrix.is_half() {
+            "half"
+        } else {
+            "single"
+        };
+        Ok(vec![format!(
+            "{}×{}, {storage} precision",
+            self.matrix.rows(),
+            self.matrix.cols()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for MatVec {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = inputs[0].try_as_plain_ram()?;
+        let x = input.as_slice::<f32>()?;
+        ensure!(
+            x.len() == self.matrix.cols(),
+            "MatVec: a vector of {} for {} columns",
+            x.len(),
+            self.matrix.cols()
+        );
+        let mut out = Tensor::zero::<f32>(&self.out_shape)?;
+        {
+            let mut plain = out.try_as_plain_ram_mut()?;
+            let y = plain.as_slice_mut::<f32>()?;
+            self.matrix.apply(x, y);
+            if let Some(bias) = &self.bias {
+                for (y, b) in y.iter_mut().zip(bias.iter()) {
+                    *y += b;
+                }
+            }
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for MatVec {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(f32::fact(&*self.out_shape)))
+    }
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step graph's decluttered model, with `min_weights` products rewritten (`None`: none),
+    /// made runnable; and how many were rewritten.
+    fn plan(bytes: &[u8], min_weights: Option<usize>) -> (crate::model::Plan, usize) {
+        let model = super::super::read_for_cpu(bytes, None).unwrap();
+        let mut typed = model.into_typed().unwrap().into_decluttered().unwrap();
+        let n = min_weights.map_or(0, |m| rewrite_from(&mut typed, m).unwrap());
+        let plan: Arc<TypedRunnableModel> =
+            typed.into_optimized().unwrap().into_runnable().unwrap();
+        (Arc::new(plan), n)
+    }
+
+    /// Runs both plans on the same inputs (the step's input and every state) and returns the
+    /// largest difference over all outputs, relative to the outputs' largest value.
+    fn compare(a: &crate::model::Plan, b: &crate::model::Plan) -> f32 {
+        let inputs: TVec<TValue> = (0..a.input_count())
+            .map(|i| {
+                let fact = a.input_fact(i).unwrap();
+                let shape = fact.shape.as_concrete().unwrap().to_vec();
+                let len: usize = shape.iter().product();
+                let v: Vec<f32> = (0..len)
+                    .map(|j| ((j * 7 + i * 3) as f32 * 0.173).sin() * 0.8)
+                    .collect();
+                Tensor::from_shape(&shape, &v).unwrap().into_tvalue()
+            })
+            .collect();
+        let (x, y) = (a.run(inputs.clone()).unwrap(), b.run(inputs).unwrap());
+        let mut worst = 0.0f32;
+        for (x, y) in x.iter().zip(&y) {
+            let (x, y) = (
+                super::super::values::<f32>(x),
+                super::super::values::<f32>(y),
+            );
+            let scale = y.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            worst = x
+                .iter()
+                .zip(&y)
+                .fold(worst, |m, (p, q)| m.max((p - q).abs() / scale));
+        }
+        worst
+    }
+
+    fn read(dir: &str, file: &str) -> Vec<u8> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::read(root.join(dir).join(file)).unwrap()
+    }
+
+    /// The default model's step graphs: the four LSTM products and the two convs on one sample
+    /// (encoder: the last downsampling conv and the conv after the LSTM; decoder: the conv
+    /// before the LSTM and the first transposed conv) are rewritten, and the graphs compute what
+    /// tract computes to float rounding.
+    #[test]
+    fn default_model_products_rewritten_and_unchanged() {
+        for file in ["encoder_step.onnx", "decoder_step.onnx"] {
+            let bytes = read("models/default", file);
+            let (ours, n) = plan(&bytes, Some(MIN_WEIGHTS));
+            let (plain, _) = plan(&bytes, None);
+            assert_eq!(n, 6, "{file}");
+            let d = compare(&ours, &plain);
+            assert!(d < 1e-5, "{file}: {d}");
+        }
+    }
+
+    /// Every product of the tiny test model, whatever its size: the same checks on other shapes.
+    #[test]
+    fn tiny_model_products_rewritten_and_unchanged() {
+        for file in ["encoder_step.onnx", "decoder_step.onnx"] {
+            let bytes = read("tests/data/tiny_causal_ds640/model_steps", file);
+            let (ours, n) = plan(&bytes, Some(0));
+            let (plain, _) = plan(&bytes, None);
+            assert!(n >= 4, "{file}: {n}");
+            let d = compare(&ours, &plain);
+            assert!(d < 1e-5, "{file}: {d}");
+        }
+    }
+
+    /// Several streams at once are left to tract: a batch of two has no product with one vector.
+    #[test]
+    fn batched_products_left_alone() {
+        let bytes = read("models/default", "encoder_step.onnx");
+        let mut model = super::super::read_for_cpu(&bytes, None).unwrap();
+        for i in 0..model.inputs.len() {
+            let fact = model.input_fact(i).unwrap().clone();
+            let mut shape: Vec<usize> = fact.shape.as_concrete_finite().unwrap().unwrap().to_vec();
+            // The input and conv states are [N, C, L], the LSTM states [layers, N, H].
+            let axis = if shape.len() == 3 && shape[0] == 2 {
+                1
+            } else {
+                0
+            };
+            shape[axis] = 2;
+            model.set_input_fact(i, f32::fact(&shape).into()).unwrap();
+        }
+        for o in 0..model.outputs.len() {
+            model.set_output_fact(o, InferenceFact::default()).unwrap();
+        }
+        let mut typed = model.into_typed().unwrap().into_decluttered().unwrap();
+        assert_eq!(rewrite(&mut typed).unwrap(), 0);
+    }
+}
