@@ -815,6 +815,9 @@ fn info(path: &Path) -> Result<()> {
             ),
             None => println!("streaming   approximate (not causal)"),
         }
+        if let Some(w) = &man.weights {
+            println!("weights     {w}");
+        }
         println!("exporter    {}", man.exporter_version);
         return Ok(());
     }
