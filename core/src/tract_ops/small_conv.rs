@@ -303,18 +303,92 @@ impl EvalOp for SmallConv {
             0 => (m * n + s) * t,
             _ => (s * mi + m) * t,
         };
+        // Distance between one channel's input row and the next one's, within a stream.
+        let channel_stride = in_row(0, 1.min(ci - 1)) - in_row(0, 0);
         for s in 0..n {
             for m in 0..mi {
                 let row = &mut y[out_row(s, m)..][..t];
+                let w = &self.weight[m * ci * self.kernel..][..ci * self.kernel];
+                if self.spec.stride == 1 {
+                    let rows = Rows {
+                        channels: ci,
+                        stride: channel_stride,
+                        len,
+                    };
+                    direct_row(
+                        row,
+                        &xs[in_row(s, 0)..],
+                        rows,
+                        w,
+                        self.bias[m],
+                        self.spec.dilation,
+                    );
+                    continue;
+                }
                 row.fill(self.bias[m]);
                 for c in 0..ci {
-                    let w = &self.weight[(m * ci + c) * self.kernel..][..self.kernel];
                     let x = &xs[in_row(s, c)..][..len];
+                    let w = &w[c * self.kernel..][..self.kernel];
                     accumulate(row, x, w, self.spec.stride, self.spec.dilation);
                 }
             }
         }
         Ok(tvec!(Tensor::from_shape(&shape, &y)?.into_tvalue()))
+    }
+}
+
+/// Where a stream's input rows lie: `channels` rows of `len` values, `stride` apart.
+#[derive(Debug, Clone, Copy)]
+struct Rows {
+    channels: usize,
+    stride: usize,
+    len: usize,
+}
+
+/// Outputs per block kept in registers by [`direct_row`] (four AVX2 registers).
+const TILE: usize = 32;
+
+crate::simd::avx2_dispatch!(
+    /// One output row of an unstrided conv: `row[t] = bias + Σ_c Σ_k w[c·K + k] · x_c[t + k·dilation]`,
+    /// summed from the bias in the order c, then k, as [`accumulate`] sums it (so the same bits),
+    /// but [`TILE`] outputs at a time kept in registers across all of (c, k) instead of a pass
+    /// over the row per tap: one load per eight multiply-adds instead of two loads and a store.
+    fn direct_row(row: &mut [f32], x: &[f32], rows: Rows, w: &[f32], bias: f32, dilation: usize)
+        => direct_row_portable
+);
+
+#[inline(always)]
+fn direct_row_portable(
+    row: &mut [f32],
+    x: &[f32],
+    rows: Rows,
+    w: &[f32],
+    bias: f32,
+    dilation: usize,
+) {
+    let kernel = w.len() / rows.channels;
+    let mut t0 = 0;
+    while t0 < row.len() {
+        let n = (row.len() - t0).min(TILE);
+        let mut acc = [bias; TILE];
+        for c in 0..rows.channels {
+            let xc = &x[c * rows.stride..][..rows.len];
+            for (k, &wk) in w[c * kernel..][..kernel].iter().enumerate() {
+                let xs = &xc[t0 + k * dilation..];
+                if n == TILE {
+                    let xs: &[f32; TILE] = xs[..TILE].try_into().expect("TILE values");
+                    for (a, &v) in acc.iter_mut().zip(xs) {
+                        *a += wk * v;
+                    }
+                } else {
+                    for (a, &v) in acc[..n].iter_mut().zip(xs) {
+                        *a += wk * v;
+                    }
+                }
+            }
+        }
+        row[t0..t0 + n].copy_from_slice(&acc[..n]);
+        t0 += n;
     }
 }
 
@@ -359,68 +433,82 @@ mod tests {
     use crate::backend::Engine;
     use crate::model::plan_from_facts;
 
-    /// The op against the plain formula, for both channel axes, with stride and dilation.
+    /// The op against the plain formula, for both channel axes, strided (a pass per tap) and
+    /// unstrided (outputs kept in registers), with dilation and outputs that do not fill whole
+    /// tiles; unstrided, the bits equal those of a pass per tap.
     #[test]
     fn direct_conv_matches_the_formula() {
-        let (m, c, k, n, len) = (3, 5, 4, 2, 50);
-        let spec = |axis| SmallConvSpec {
-            stride: 2,
-            dilation: 3,
-            channel_axis: axis,
-        };
+        let (m, c, k, n, len) = (3, 5, 4, 2, 80);
         let w: Vec<f32> = (0..m * c * k)
             .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
             .collect();
         let b = vec![0.5, -1.0, 2.0];
         let x: Vec<f32> = (0..n * c * len).map(|i| (i as f32 * 0.77).sin()).collect();
-        let t = spec(1).out_len(len, k).unwrap();
-        for axis in [1, 0] {
-            let op = SmallConv {
-                spec: spec(axis),
-                out_channels: m,
-                in_channels: c,
-                kernel: k,
-                weight: Arc::new(w.clone()),
-                bias: Arc::new(b.clone()),
+        for (stride, dilation) in [(2, 3), (1, 3), (1, 1)] {
+            let spec = |axis| SmallConvSpec {
+                stride,
+                dilation,
+                channel_axis: axis,
             };
-            // x is [N, C, L]; the channel-first case gets the same values as [C, N, L].
-            let shape = if axis == 1 { [n, c, len] } else { [c, n, len] };
-            let at = |s: usize, ch: usize, i: usize| match axis {
-                1 => (s * c + ch) * len + i,
-                _ => (ch * n + s) * len + i,
-            };
-            let mut input = vec![0.0; x.len()];
-            for s in 0..n {
-                for ch in 0..c {
-                    for i in 0..len {
-                        input[at(s, ch, i)] = x[(s * c + ch) * len + i];
+            let t = spec(1).out_len(len, k).unwrap();
+            for axis in [1, 0] {
+                let op = SmallConv {
+                    spec: spec(axis),
+                    out_channels: m,
+                    in_channels: c,
+                    kernel: k,
+                    weight: Arc::new(w.clone()),
+                    bias: Arc::new(b.clone()),
+                };
+                // x is [N, C, L]; the channel-first case gets the same values as [C, N, L].
+                let shape = if axis == 1 { [n, c, len] } else { [c, n, len] };
+                let at = |s: usize, ch: usize, i: usize| match axis {
+                    1 => (s * c + ch) * len + i,
+                    _ => (ch * n + s) * len + i,
+                };
+                let mut input = vec![0.0; x.len()];
+                for s in 0..n {
+                    for ch in 0..c {
+                        for i in 0..len {
+                            input[at(s, ch, i)] = x[(s * c + ch) * len + i];
+                        }
                     }
                 }
-            }
-            let input = Tensor::from_shape(&shape, &input).unwrap();
-            let out = op
-                .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
-                .unwrap();
-            let got = super::super::values::<f32>(&out[0]);
-            for s in 0..n {
-                for o in 0..m {
-                    for i in 0..t {
-                        let mut want = b[o];
+                let input = Tensor::from_shape(&shape, &input).unwrap();
+                let out = op
+                    .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
+                    .unwrap();
+                let got = super::super::values::<f32>(&out[0]);
+                for s in 0..n {
+                    for o in 0..m {
+                        let mut pass = vec![b[o]; t];
                         for ch in 0..c {
-                            for j in 0..k {
-                                want +=
-                                    w[(o * c + ch) * k + j] * x[(s * c + ch) * len + i * 2 + j * 3];
-                            }
+                            let row = &x[(s * c + ch) * len..][..len];
+                            accumulate(
+                                &mut pass,
+                                row,
+                                &w[(o * c + ch) * k..][..k],
+                                stride,
+                                dilation,
+                            );
                         }
-                        let ix = if axis == 1 {
-                            (s * m + o) * t + i
-                        } else {
-                            (o * n + s) * t + i
-                        };
-                        assert!(
-                            (got[ix] - want).abs() < 1e-5,
-                            "axis {axis} s {s} m {o} t {i}"
-                        );
+                        for i in 0..t {
+                            let mut want = b[o];
+                            for ch in 0..c {
+                                for j in 0..k {
+                                    want += w[(o * c + ch) * k + j]
+                                        * x[(s * c + ch) * len + i * stride + j * dilation];
+                                }
+                            }
+                            let ix = if axis == 1 {
+                                (s * m + o) * t + i
+                            } else {
+                                (o * n + s) * t + i
+                            };
+                            let what = format!("stride {stride} axis {axis} s {s} m {o} t {i}");
+                            assert!((got[ix] - want).abs() < 1e-5, "{what}");
+                            assert_eq!(got[ix].to_bits(), pass[i].to_bits(), "{what}");
+                        }
                     }
                 }
             }
