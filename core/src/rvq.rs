@@ -194,6 +194,19 @@ mod tests {
         }
     }
 
+    /// The shipped default model's codebooks are half-precision values (exported with
+    /// `--half-weights`), so the search keeps them in half precision where the CPU converts it.
+    #[test]
+    fn default_model_codebooks_searched_in_half_precision() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/default/codebooks.f32"
+        );
+        let cb = Codebooks::from_le_bytes(&std::fs::read(path).unwrap(), 32, 1024, 64).unwrap();
+        let half = crate::block_matrix::half_supported();
+        assert!(cb.search.iter().all(|m| m.is_half() == half));
+    }
+
     /// Several frames at once, each with its own quantizer count, give each frame's own bits.
     #[test]
     fn frames_at_once_equal_one_at_a_time() {

@@ -186,14 +186,7 @@ fn from_conv(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Opt
     {
         return Ok(None);
     }
-    let (Some(x_shape), Some(out_shape), Some(w)) = (
-        concrete(model, node.inputs[0]),
-        concrete(model, node.id.into()),
-        konst(model, node.inputs[1]),
-    ) else {
-        return Ok(None);
-    };
-    let (&[1, c, len], &[1, m, 1], &[wm, wc, k]) = (&*x_shape, &*out_shape, w.shape()) else {
+    let Some(([1, c, len], [1, m, 1], w, [wm, wc, k])) = conv_parts(model, node) else {
         return Ok(None);
     };
     if (wm, wc, k) != (m, c, len) {
@@ -207,7 +200,7 @@ fn from_conv(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Opt
     Ok(Some(MatVec {
         matrix: Arc::new(BlockMatrix::new(m, cols, |r, col| v[r * cols + col])),
         bias: bias.map(Arc::new),
-        out_shape,
+        out_shape: tvec![1, m, 1],
     }))
 }
 
@@ -220,14 +213,7 @@ fn from_deconv(model: &TypedModel, node: &TypedNode, op: &Deconv) -> TractResult
     {
         return Ok(None);
     }
-    let (Some(x_shape), Some(out_shape), Some(w)) = (
-        concrete(model, node.inputs[0]),
-        concrete(model, node.id.into()),
-        konst(model, node.inputs[1]),
-    ) else {
-        return Ok(None);
-    };
-    let (&[1, c, 1], &[1, o, len], &[wo, wc, k]) = (&*x_shape, &*out_shape, w.shape()) else {
+    let Some(([1, c, 1], [1, o, len], w, [wo, wc, k])) = conv_parts(model, node) else {
         return Ok(None);
     };
     if (wo, wc, k) != (o, c, len) {
@@ -242,8 +228,20 @@ fn from_deconv(model: &TypedModel, node: &TypedNode, op: &Deconv) -> TractResult
             v[((r / k) * c + col) * k + r % k]
         })),
         bias: bias.map(Arc::new),
-        out_shape,
+        out_shape: tvec![1, o, len],
     }))
+}
+
+/// The input and output shapes of a 1-D (transposed) convolution with concrete rank-3 shapes and
+/// a constant kernel, the kernel and its shape.
+type ConvParts = ([usize; 3], [usize; 3], Arc<Tensor>, [usize; 3]);
+
+fn conv_parts(model: &TypedModel, node: &TypedNode) -> Option<ConvParts> {
+    let x = concrete(model, node.inputs[0])?;
+    let out = concrete(model, node.id.into())?;
+    let w = konst(model, node.inputs[1])?;
+    let w_shape = w.shape().try_into().ok()?;
+    Some((x[..].try_into().ok()?, out[..].try_into().ok()?, w, w_shape))
 }
 
 /// `y = M·x (+ bias)`, `x` being the input's values in order, `y` shaped `out_shape`.
@@ -324,14 +322,21 @@ mod tests {
     use super::*;
 
     /// A step graph's decluttered model, with `min_weights` products rewritten (`None`: none),
-    /// made runnable; and how many were rewritten.
-    fn plan(bytes: &[u8], min_weights: Option<usize>) -> (crate::model::Plan, usize) {
+    /// made runnable; how many were rewritten, and how many of those keep their matrix in half
+    /// precision.
+    fn plan(bytes: &[u8], min_weights: Option<usize>) -> (crate::model::Plan, usize, usize) {
         let model = super::super::read_for_cpu(bytes, None).unwrap();
         let mut typed = model.into_typed().unwrap().into_decluttered().unwrap();
         let n = min_weights.map_or(0, |m| rewrite_from(&mut typed, m).unwrap());
+        let half = typed
+            .nodes()
+            .iter()
+            .filter_map(|node| node.op_as::<MatVec>())
+            .filter(|op| op.matrix.is_half())
+            .count();
         let plan: Arc<TypedRunnableModel> =
             typed.into_optimized().unwrap().into_runnable().unwrap();
-        (Arc::new(plan), n)
+        (Arc::new(plan), n, half)
     }
 
     /// Runs both plans on the same inputs (the step's input and every state) and returns the
@@ -371,15 +376,18 @@ mod tests {
 
     /// The default model's step graphs: the four LSTM products and the two convs on one sample
     /// (encoder: the last downsampling conv and the conv after the LSTM; decoder: the conv
-    /// before the LSTM and the first transposed conv) are rewritten, and the graphs compute what
-    /// tract computes to float rounding.
+    /// before the LSTM and the first transposed conv) are rewritten, kept in half precision (the
+    /// model is exported with half-precision weights) where the CPU converts it, and the graphs
+    /// compute what tract computes to float rounding.
     #[test]
     fn default_model_products_rewritten_and_unchanged() {
+        let half_here = crate::block_matrix::half_supported();
         for file in ["encoder_step.onnx", "decoder_step.onnx"] {
             let bytes = read("models/default", file);
-            let (ours, n) = plan(&bytes, Some(MIN_WEIGHTS));
-            let (plain, _) = plan(&bytes, None);
+            let (ours, n, half) = plan(&bytes, Some(MIN_WEIGHTS));
+            let (plain, _, _) = plan(&bytes, None);
             assert_eq!(n, 6, "{file}");
+            assert_eq!(half, if half_here { 6 } else { 0 }, "{file}");
             let d = compare(&ours, &plain);
             assert!(d < 1e-5, "{file}: {d}");
         }
@@ -390,8 +398,8 @@ mod tests {
     fn tiny_model_products_rewritten_and_unchanged() {
         for file in ["encoder_step.onnx", "decoder_step.onnx"] {
             let bytes = read("tests/data/tiny_causal_ds640/model_steps", file);
-            let (ours, n) = plan(&bytes, Some(0));
-            let (plain, _) = plan(&bytes, None);
+            let (ours, n, _) = plan(&bytes, Some(0));
+            let (plain, _, _) = plan(&bytes, None);
             assert!(n >= 4, "{file}: {n}");
             let d = compare(&ours, &plain);
             assert!(d < 1e-5, "{file}: {d}");
