@@ -87,9 +87,17 @@ def round_weights_to_half(modules) -> int:
         for m in modules:
             for name, p in m.named_parameters():
                 if name.split(".")[-1].startswith("weight"):
-                    p.copy_(p.half().float())
+                    p.copy_(_to_half_values(p, name))
                     n += 1
     return n
+
+
+def _to_half_values(t: torch.Tensor, name: str) -> torch.Tensor:
+    rounded = t.half().float()
+    if not torch.isfinite(rounded).all():
+        raise UnsupportedModel(f"{name} has values beyond half precision's range (65504): export without "
+                               "--half-weights")
+    return rounded
 
 
 def export_model(config_path: str, checkpoint_path: str, out_dir: str, model_id: str | None = None,
@@ -104,7 +112,7 @@ def export_model(config_path: str, checkpoint_path: str, out_dir: str, model_id:
     segments, decoder, embed = build_modules(conf, sd)
     if half_weights:
         round_weights_to_half(segments + [decoder])
-        embed = embed.half().float()
+        embed = _to_half_values(embed, "the codebooks")
     os.makedirs(out_dir, exist_ok=True)
     enc, dec = conf.encoder, conf.decoder
 
