@@ -474,16 +474,15 @@ impl BatchExec {
     }
 
     fn state(&mut self, graph: &StepGraph, n: usize) -> Result<&mut dyn State> {
-        if !self.states.iter().any(|(b, _)| *b == n) {
-            let plan = graph.batch_plans(&[n])?.remove(0);
-            let st = plan.spawn().map_err(|e| graph.err(e))?;
-            self.states.push((n, st));
-        }
-        let ix = self
-            .states
-            .iter()
-            .position(|(b, _)| *b == n)
-            .expect("added");
+        let ix = match self.states.iter().position(|(b, _)| *b == n) {
+            Some(ix) => ix,
+            None => {
+                let plan = graph.batch_plans(&[n])?.remove(0);
+                let st = plan.spawn().map_err(|e| graph.err(e))?;
+                self.states.push((n, st));
+                self.states.len() - 1
+            }
+        };
         Ok(self.states[ix].1.as_mut())
     }
 }

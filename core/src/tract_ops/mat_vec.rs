@@ -33,28 +33,25 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 fn rewrite_from(model: &mut TypedModel, min_weights: usize) -> TractResult<usize> {
     let mut found = vec![];
     for node in model.nodes() {
+        // The op, and the input that carries the vector.
         let op = if let Some(op) = node.op_as::<EinSum>() {
             from_einsum(model, node, op)?
         } else if let Some(op) = node.op_as::<Conv>() {
-            from_conv(model, node, op)?
+            from_conv(model, node, op)?.map(|op| (op, node.inputs[0]))
         } else if let Some(op) = node.op_as::<Deconv>() {
-            from_deconv(model, node, op)?
+            from_deconv(model, node, op)?.map(|op| (op, node.inputs[0]))
         } else {
             None
         };
-        if let Some(op) = op.filter(|op| op.matrix.rows() * op.matrix.cols() >= min_weights) {
-            found.push((node.id, op));
+        if let Some((op, input)) =
+            op.filter(|(op, _)| op.matrix.rows() * op.matrix.cols() >= min_weights)
+        {
+            found.push((node.id, op, input));
         }
     }
     let count = found.len();
-    for (id, op) in found {
+    for (id, op, input) in found {
         let node = model.node(id);
-        let input = if node.op_is::<EinSum>() {
-            let x_slot = usize::from(konst(model, node.inputs[0]).is_some());
-            node.inputs[x_slot]
-        } else {
-            node.inputs[0]
-        };
         let mut patch = TypedModelPatch::default();
         let x = patch.tap_model(model, input)?;
         let y = patch.wire_node(format!("{}.mat_vec", node.name), op, &[x])?;
@@ -82,8 +79,13 @@ fn plain_values(t: &Tensor) -> TractResult<Vec<f32>> {
     Ok(t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
 }
 
-/// `x·Wᵀ` (or `x·W`) with a constant `[n, k]` matrix and an input whose other axes are all 1.
-fn from_einsum(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResult<Option<MatVec>> {
+/// `x·Wᵀ` (or `x·W`) with a constant `[n, k]` matrix and an input whose other axes are all 1;
+/// with the op, the input that carries `x`.
+fn from_einsum(
+    model: &TypedModel,
+    node: &TypedNode,
+    op: &EinSum,
+) -> TractResult<Option<(MatVec, OutletId)>> {
     if node.inputs.len() != 2 || op.q_params.is_some() || op.operating_dt != f32::datum_type() {
         return Ok(None);
     }
@@ -132,11 +134,12 @@ fn from_einsum(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResult
             v[c * rows + r]
         }
     });
-    Ok(Some(MatVec {
+    let op = MatVec {
         matrix: Arc::new(matrix),
         bias: None,
         out_shape,
-    }))
+    };
+    Ok(Some((op, node.inputs[x_slot])))
 }
 
 /// A 1-D geometry with no padding, no dilation, one group, channels first and batch 1.

@@ -303,18 +303,17 @@ impl EvalOp for SmallConv {
             0 => (m * n + s) * t,
             _ => (s * mi + m) * t,
         };
-        // Distance between one channel's input row and the next one's, within a stream.
-        let channel_stride = in_row(0, 1.min(ci - 1)) - in_row(0, 0);
+        // A stream's input rows, one per channel (for the unstrided path).
+        let rows = Rows {
+            channels: ci,
+            stride: in_row(0, 1) - in_row(0, 0),
+            len,
+        };
         for s in 0..n {
             for m in 0..mi {
                 let row = &mut y[out_row(s, m)..][..t];
                 let w = &self.weight[m * ci * self.kernel..][..ci * self.kernel];
                 if self.spec.stride == 1 {
-                    let rows = Rows {
-                        channels: ci,
-                        stride: channel_stride,
-                        len,
-                    };
                     direct_row(
                         row,
                         &xs[in_row(s, 0)..],
