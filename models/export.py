@@ -19,12 +19,16 @@ def main() -> int:
     p.add_argument("--checkpoint", required=True, help="FunCodec model.pth (state dict)")
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--model-id", help="identity written into the manifest and every bitstream")
-    p.add_argument("--half-weights", action="store_true",
-                   help="round the weights to half-precision values (faster streaming; the model then differs "
-                        "from the checkpoint by that rounding: not for models that must match FunCodec)")
+    p.add_argument("--weights", choices=["checkpoint", "half", "int8"], default="checkpoint",
+                   help="half: round weights and codebooks to half-precision values; int8: round weights to 8-bit "
+                        "integers times a power of two per output channel, codebooks to halves. Both stream "
+                        "faster (fewer bytes per step), and the model then differs from the checkpoint by that "
+                        "rounding: not for models that must match FunCodec")
+    p.add_argument("--half-weights", dest="weights", action="store_const", const="half",
+                   help="the same as --weights half")
     a = p.parse_args()
     try:
-        m = export_model(a.config, a.checkpoint, a.out, a.model_id, half_weights=a.half_weights)
+        m = export_model(a.config, a.checkpoint, a.out, a.model_id, weights=a.weights)
     except (UnsupportedModel, ValueError, FileNotFoundError) as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 2

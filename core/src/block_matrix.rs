@@ -4,9 +4,14 @@
 //! matrix-vector products of the step graphs (`tract_ops::mat_vec`) use it; both are bound by
 //! how fast the values arrive from memory.
 //!
-//! A matrix whose every value is a half-precision number (the project's own models are exported
-//! so, see `models/fcexport`) is stored in half precision where the CPU converts it in hardware:
-//! half the bytes to read, and, the values being the same, the same sums bit for bit.
+//! Fewer bytes where the values allow it without changing a sum. A matrix whose every row is
+//! made of 8-bit integers times a power of two (the project's own models are exported so, see
+//! `models/fcexport`) is stored as those integers and one scale per row: a quarter of the bytes.
+//! Scaling by a power of two commutes with rounding, so multiplying each row's sum of
+//! `integer · x` by its scale gives the bits of the sum of `value · x` (outside the subnormal
+//! range, which a row's scale never reaches: it is kept at or above 2^-100). Otherwise, a matrix
+//! whose every value is a half-precision number is stored in half precision where the CPU
+//! converts it in hardware: half the bytes, the same values, so the same sums bit for bit.
 
 /// Rows summed together: four AVX2 registers (eight SSE ones).
 pub(crate) const BLOCK: usize = 32;
@@ -22,6 +27,29 @@ pub(crate) struct BlockMatrix {
 enum Values {
     Single(Vec<f32>),
     Half(Vec<u16>),
+    /// The integers in the block layout, and each (padded) row's power-of-two scale.
+    Int8 {
+        values: Vec<i8>,
+        scales: Vec<f32>,
+    },
+}
+
+/// How a [`BlockMatrix`] keeps its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Storage {
+    Single,
+    Half,
+    Int8,
+}
+
+impl Storage {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Storage::Single => "single precision",
+            Storage::Half => "half precision",
+            Storage::Int8 => "8-bit integers × a power of two per row",
+        }
+    }
 }
 
 impl BlockMatrix {
@@ -36,14 +64,19 @@ impl BlockMatrix {
                 *v = at(r, c);
             }
         }
-        let half: Option<Vec<u16>> = if half::supported() {
-            data.iter().map(|&v| half::exact(v)).collect()
+        let values = if let Some((values, scales)) = int8::exact(&data, cols) {
+            Values::Int8 { values, scales }
+        } else if let Some(h) = half::supported()
+            .then(|| {
+                data.iter()
+                    .map(|&v| half::exact(v))
+                    .collect::<Option<Vec<u16>>>()
+            })
+            .flatten()
+        {
+            Values::Half(h)
         } else {
-            None
-        };
-        let values = match half {
-            Some(h) => Values::Half(h),
-            None => Values::Single(data),
+            Values::Single(data)
         };
         BlockMatrix { rows, cols, values }
     }
@@ -56,9 +89,12 @@ impl BlockMatrix {
         self.cols
     }
 
-    /// Whether the values are stored in half precision.
-    pub(crate) fn is_half(&self) -> bool {
-        matches!(self.values, Values::Half(_))
+    pub(crate) fn storage(&self) -> Storage {
+        match self.values {
+            Values::Single(_) => Storage::Single,
+            Values::Half(_) => Storage::Half,
+            Values::Int8 { .. } => Storage::Int8,
+        }
     }
 
     /// `y = M·x`; `x` has `cols` values, `y` at most `rows` rounded up to whole blocks (rows past
@@ -66,6 +102,34 @@ impl BlockMatrix {
     pub(crate) fn apply(&self, x: &[f32], y: &mut [f32]) {
         let len = y.len();
         self.apply_many(x, &[1], 0, y, len);
+    }
+
+    /// `y = M·x` as fast as this CPU goes, where only float rounding matters (a stream's step
+    /// products): with AVX2 and FMA, two columns at a time into separate sums, with fused
+    /// multiply-adds (the sums then differ from [`apply`](Self::apply)'s in rounding only);
+    /// elsewhere as [`apply`](Self::apply).
+    pub(crate) fn apply_fused(&self, x: &[f32], y: &mut [f32]) {
+        assert!(x.len() >= self.cols && y.len() <= self.rows.div_ceil(BLOCK) * BLOCK);
+        if fused::supported() {
+            let g = Geometry {
+                cols: self.cols,
+                y_len: y.len(),
+                stage: 0,
+            };
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked above), and the asserts above keep
+            // every read in bounds.
+            unsafe {
+                match &self.values {
+                    Values::Single(d) => fused::products(d, None, x, y, g),
+                    Values::Half(d) => fused::products(d, None, x, y, g),
+                    Values::Int8 { values, scales } => {
+                        fused::products(values, Some(scales), x, y, g)
+                    }
+                }
+            }
+        } else {
+            self.apply(x, y);
+        }
     }
 
     /// `y_j = M·x_j` for each vector `j` with `stage < needs[j]`: `x_j = xs[j·cols..][..cols]`,
@@ -90,6 +154,9 @@ impl BlockMatrix {
         match &self.values {
             Values::Single(data) => products(data, xs, needs, ys, geometry),
             Values::Half(data) => half::products(data, xs, needs, ys, geometry),
+            Values::Int8 { values, scales } => {
+                int8::products(values, scales, xs, needs, ys, geometry)
+            }
         }
     }
 
@@ -100,6 +167,10 @@ impl BlockMatrix {
         match &self.values {
             Values::Single(d) => d.iter().for_each(|v| v.to_bits().hash(h)),
             Values::Half(d) => d.hash(h),
+            Values::Int8 { values, scales } => {
+                values.hash(h);
+                scales.iter().for_each(|v| v.to_bits().hash(h));
+            }
         }
     }
 }
@@ -149,6 +220,233 @@ fn products_portable(blocks: &[f32], xs: &[f32], needs: &[usize], ys: &mut [f32]
 fn store(acc: &[f32; BLOCK], ys: &mut [f32], j: usize, b: usize, y_len: usize) {
     let n = (y_len - b * BLOCK).min(BLOCK);
     ys[j * y_len + b * BLOCK..][..n].copy_from_slice(&acc[..n]);
+}
+
+/// [`BlockMatrix::apply_fused`]'s kernel, for each storage.
+mod fused {
+    use super::{BLOCK, Geometry};
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    pub(super) fn supported() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // F16C comes with every CPU that has both, and the kernel is compiled with it.
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// A stored value type: eight of them at `p` as floats.
+    pub(super) trait Load8: Copy {
+        /// # Safety
+        /// Eight values at `p` must be readable, and the CPU must have AVX2 (and F16C for halves).
+        #[cfg(target_arch = "x86_64")]
+        unsafe fn load8(p: *const Self) -> __m256;
+    }
+
+    impl Load8 for f32 {
+        #[cfg(target_arch = "x86_64")]
+        #[inline(always)]
+        unsafe fn load8(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+    }
+
+    impl Load8 for u16 {
+        #[cfg(target_arch = "x86_64")]
+        #[inline(always)]
+        unsafe fn load8(p: *const u16) -> __m256 {
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+        }
+    }
+
+    impl Load8 for i8 {
+        #[cfg(target_arch = "x86_64")]
+        #[inline(always)]
+        unsafe fn load8(p: *const i8) -> __m256 {
+            unsafe {
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2, FMA (and F16C for halves); `blocks` holds `y.len()` rows rounded up to
+    /// whole blocks of `g.cols` columns, `x` at least `g.cols` values, `scales` (8-bit storage) a
+    /// scale per padded row.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn products<T: Load8>(
+        blocks: &[T],
+        scales: Option<&[f32]>,
+        x: &[f32],
+        y: &mut [f32],
+        g: Geometry,
+    ) {
+        let cols = g.cols;
+        for b in 0..y.len().div_ceil(BLOCK) {
+            let block = &blocks[b * BLOCK * cols..][..BLOCK * cols];
+            let p = block.as_ptr();
+            // Two sets of sums, one per column of a pair: twice the independent additions in
+            // flight, so the loop waits on loads rather than on the previous addition.
+            let mut even = [_mm256_setzero_ps(); BLOCK / 8];
+            let mut odd = [_mm256_setzero_ps(); BLOCK / 8];
+            let mut c = 0;
+            while c + 1 < cols {
+                let (v0, v1) = (_mm256_set1_ps(x[c]), _mm256_set1_ps(x[c + 1]));
+                for i in 0..BLOCK / 8 {
+                    // SAFETY: columns c and c + 1 of the block, eight values at 8·i of each.
+                    unsafe {
+                        even[i] = _mm256_fmadd_ps(T::load8(p.add(c * BLOCK + 8 * i)), v0, even[i]);
+                        odd[i] =
+                            _mm256_fmadd_ps(T::load8(p.add((c + 1) * BLOCK + 8 * i)), v1, odd[i]);
+                    }
+                }
+                c += 2;
+            }
+            if c < cols {
+                let v = _mm256_set1_ps(x[c]);
+                for (i, e) in even.iter_mut().enumerate() {
+                    // SAFETY: the last column of the block.
+                    *e = _mm256_fmadd_ps(unsafe { T::load8(p.add(c * BLOCK + 8 * i)) }, v, *e);
+                }
+            }
+            let mut sums = [0.0f32; BLOCK];
+            for i in 0..BLOCK / 8 {
+                let mut s = _mm256_add_ps(even[i], odd[i]);
+                if let Some(scales) = scales {
+                    // SAFETY: eight scales of the block's padded rows.
+                    s = _mm256_mul_ps(s, unsafe {
+                        _mm256_loadu_ps(scales.as_ptr().add(b * BLOCK + 8 * i))
+                    });
+                }
+                // SAFETY: eight floats at 8·i of a BLOCK-long array.
+                unsafe { _mm256_storeu_ps(sums.as_mut_ptr().add(8 * i), s) };
+            }
+            super::store(&sums, y, 0, b, g.y_len);
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn products<T>(
+        _: &[T],
+        _: Option<&[f32]>,
+        _: &[f32],
+        _: &mut [f32],
+        _: Geometry,
+    ) {
+        unreachable!("only called where `supported()`")
+    }
+}
+
+/// 8-bit storage: the exactness test, and the products.
+mod int8 {
+    use super::{BLOCK, Geometry};
+
+    /// The smallest scale kept: far above the subnormal range, so that scaling a row's sums by it
+    /// never rounds.
+    const MIN_SCALE_EXP: i32 = -100;
+
+    /// The exponent of the lowest set bit of a finite nonzero `v` (v = odd integer · 2^e), or
+    /// `None` for infinities and NaN.
+    fn lowest_bit_exp(v: f32) -> Option<i32> {
+        let bits = v.to_bits();
+        let (exp, mant) = (((bits >> 23) & 0xff) as i32, bits & 0x7f_ffff);
+        match exp {
+            0xff => None,
+            // Subnormal: mant · 2^-149.
+            0 => Some(-149 + mant.trailing_zeros() as i32),
+            _ => Some(exp - 150 + (mant | 0x80_0000).trailing_zeros() as i32),
+        }
+    }
+
+    /// For a block-layout matrix of `cols` columns whose every row is `integer · 2^e` with
+    /// integers in -127..=127 (each row its own e, at least [`MIN_SCALE_EXP`]): the integers in
+    /// the same layout and each row's scale 2^e. `None` when a row is not so.
+    pub(super) fn exact(data: &[f32], cols: usize) -> Option<(Vec<i8>, Vec<f32>)> {
+        let padded_rows = data.len() / cols.max(1);
+        let mut scales = vec![1.0f32; padded_rows];
+        let at = |r: usize, c: usize| (r / BLOCK) * BLOCK * cols + c * BLOCK + r % BLOCK;
+        for (r, scale) in scales.iter_mut().enumerate() {
+            let mut e = i32::MAX;
+            for c in 0..cols {
+                let v = data[at(r, c)];
+                if v != 0.0 {
+                    e = e.min(lowest_bit_exp(v)?);
+                }
+            }
+            if e == i32::MAX {
+                continue; // all zeros
+            }
+            if e < MIN_SCALE_EXP {
+                return None;
+            }
+            *scale = (e as f32).exp2();
+        }
+        let mut values = vec![0i8; data.len()];
+        for (i, (q, &v)) in values.iter_mut().zip(data).enumerate() {
+            let r = (i / (BLOCK * cols)) * BLOCK + i % BLOCK;
+            let n = v / scales[r]; // exact: a power-of-two division of a multiple of it
+            if n.abs() > 127.0 {
+                return None;
+            }
+            *q = n as i8;
+        }
+        Some((values, scales))
+    }
+
+    crate::simd::avx2_dispatch!(
+        /// [`super::products`] for 8-bit storage: each block's sums of `integer · x`, then
+        /// scaled per row.
+        pub(super) fn products(
+            blocks: &[i8],
+            scales: &[f32],
+            xs: &[f32],
+            needs: &[usize],
+            ys: &mut [f32],
+            g: Geometry
+        ) => products_portable
+    );
+
+    #[inline(always)]
+    fn products_portable(
+        blocks: &[i8],
+        scales: &[f32],
+        xs: &[f32],
+        needs: &[usize],
+        ys: &mut [f32],
+        g: Geometry,
+    ) {
+        let blocks_out = g.y_len.div_ceil(BLOCK);
+        for (b, block) in blocks
+            .chunks_exact(BLOCK * g.cols)
+            .take(blocks_out)
+            .enumerate()
+        {
+            let scales: &[f32; BLOCK] = scales[b * BLOCK..][..BLOCK]
+                .try_into()
+                .expect("a scale per padded row");
+            for (j, _) in needs.iter().enumerate().filter(|(_, n)| **n > g.stage) {
+                let mut acc = [0.0f32; BLOCK];
+                for (column, &v) in block.chunks_exact(BLOCK).zip(&xs[j * g.cols..][..g.cols]) {
+                    let column: &[i8; BLOCK] = column.try_into().expect("chunks of BLOCK");
+                    for (a, &q) in acc.iter_mut().zip(column) {
+                        *a += f32::from(q) * v;
+                    }
+                }
+                for (a, &s) in acc.iter_mut().zip(scales) {
+                    *a *= s;
+                }
+                super::store(&acc, ys, j, b, g.y_len);
+            }
+        }
+    }
 }
 
 /// Half-precision storage: the exactness test, and the products with hardware conversion.
@@ -315,30 +613,92 @@ mod tests {
             .collect()
     }
 
-    /// Products equal a plain loop bit for bit, in both storages, for sizes that do and do not
-    /// fill whole blocks; half precision is chosen exactly when every value is a half.
+    /// Products equal a plain loop bit for bit in every storage, for sizes that do and do not fill
+    /// whole blocks, and each storage is chosen exactly when the values allow it.
     #[test]
     fn products_equal_a_plain_loop() {
         for (rows, cols) in [(64, 48), (70, 5), (1, 1), (33, 300)] {
-            // Multiples of 1/64 below 4: exact halves. Adding 1e-4 makes some not.
-            let exact = |r: usize, c: usize| ((r * 31 + c * 17) % 251) as f32 / 64.0 - 1.875;
-            let inexact = |r: usize, c: usize| {
-                exact(r, c) + if (r + c).is_multiple_of(7) { 1e-4 } else { 0.0 }
+            // Integers in -127..=127 times a power of two that differs from row to row.
+            let int8 = |r: usize, c: usize| {
+                (((r * 31 + c * 17) % 255) as f32 - 127.0) * (-(((r % 5) + 3) as f32)).exp2()
+            };
+            // Odd multiples of 2^-11 up to 2001 of them: halves, but not 8-bit integers.
+            let half = |r: usize, c: usize| (((r * 31 + c * 17) % 2001) as f32 - 1000.5) / 1024.0;
+            // Adding 1e-4 makes some not halves either.
+            let single = |r: usize, c: usize| {
+                half(r, c) + if (r + c).is_multiple_of(7) { 1e-4 } else { 0.0 }
+            };
+            let half_storage = if half::supported() {
+                Storage::Half
+            } else {
+                Storage::Single
             };
             let x: Vec<f32> = (0..cols).map(|c| (c as f32 * 0.37).sin()).collect();
-            for (m, is_half) in [
-                (&exact as &dyn Fn(usize, usize) -> f32, half::supported()),
-                (&inexact, false),
+            for (m, storage) in [
+                (&int8 as &dyn Fn(usize, usize) -> f32, Storage::Int8),
+                (&half, half_storage),
+                (&single, Storage::Single),
             ] {
                 let bm = BlockMatrix::new(rows, cols, m);
-                assert_eq!(bm.is_half(), is_half, "{rows}×{cols}");
+                assert_eq!(bm.storage(), storage, "{rows}×{cols}");
                 let mut y = vec![f32::NAN; rows];
                 bm.apply(&x, &mut y);
                 let want = plain(rows, cols, m, &x);
                 let same = y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{rows}×{cols} half {is_half}: {y:?} vs {want:?}");
+                assert!(same, "{rows}×{cols} {storage:?}: {y:?} vs {want:?}");
             }
         }
+    }
+
+    /// The fused products equal the plain loop to float rounding, in every storage, with odd
+    /// column counts (a last unpaired column) and partial blocks.
+    #[test]
+    fn fused_products_equal_a_plain_loop_to_rounding() {
+        let int8 = |r: usize, c: usize| ((((r * 7 + c * 3) % 255) as f32) - 127.0) / 256.0;
+        let half = |r: usize, c: usize| (((r * 31 + c * 17) % 2001) as f32 - 1000.5) / 1024.0;
+        let single = |r: usize, c: usize| ((r * 13 + c * 5) as f32 * 0.01).sin();
+        for (rows, cols) in [(70, 5), (1, 1), (33, 300), (64, 48)] {
+            let x: Vec<f32> = (0..cols).map(|c| (c as f32 * 0.37).sin()).collect();
+            for m in [&int8 as &dyn Fn(usize, usize) -> f32, &half, &single] {
+                let bm = BlockMatrix::new(rows, cols, m);
+                let mut y = vec![f32::NAN; rows];
+                bm.apply_fused(&x, &mut y);
+                let want = plain(rows, cols, m, &x);
+                let bound = 1e-5 * cols as f32;
+                for (r, (a, b)) in y.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= bound,
+                        "{rows}×{cols} {:?} row {r}: {a} vs {b}",
+                        bm.storage()
+                    );
+                }
+            }
+        }
+    }
+
+    /// A row is 8-bit when all its values are integers in -127..=127 times one power of two (not
+    /// below 2^-100); zero rows are; -128 times one, infinities, NaN and scales that small are not.
+    #[test]
+    fn int8_exactness() {
+        let block = |row: &[f32]| -> Vec<f32> {
+            // One column per value, the row first in a block of otherwise zero rows.
+            row.iter()
+                .flat_map(|&v| std::iter::once(v).chain(std::iter::repeat_n(0.0, BLOCK - 1)))
+                .collect()
+        };
+        let scale_of = |row: &[f32]| int8::exact(&block(row), row.len()).map(|(_, s)| s[0]);
+        assert_eq!(scale_of(&[0.0, -0.0]), Some(1.0));
+        assert_eq!(scale_of(&[3.0, -127.0]), Some(1.0));
+        assert_eq!(scale_of(&[0.75, -0.5]), Some(0.25));
+        assert_eq!(scale_of(&[96.0, 64.0]), Some(32.0));
+        assert_eq!(scale_of(&[127.0 * 2f32.powi(-100)]), Some(2f32.powi(-100)));
+        assert_eq!(scale_of(&[2f32.powi(-101)]), None);
+        assert_eq!(scale_of(&[1.0, 128.0 + 1.0]), None);
+        assert_eq!(scale_of(&[-128.0, 1.0]), None);
+        assert_eq!(scale_of(&[1.0, f32::INFINITY]), None);
+        assert_eq!(scale_of(&[f32::NAN]), None);
+        let (q, s) = int8::exact(&block(&[0.75, -0.5]), 2).unwrap();
+        assert_eq!((q[0], q[BLOCK], s[1]), (3, -2, 1.0));
     }
 
     /// Several vectors at once: the selected ones get their own products, the others are untouched.

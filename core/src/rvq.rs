@@ -142,6 +142,7 @@ fn padded_size(size: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block_matrix::Storage;
 
     /// The blocked search against a plain per-codeword search, code for code and residual bit for
     /// bit, for sizes that do and do not fill whole blocks.
@@ -203,8 +204,12 @@ mod tests {
             "/../models/default/codebooks.f32"
         );
         let cb = Codebooks::from_le_bytes(&std::fs::read(path).unwrap(), 32, 1024, 64).unwrap();
-        let half = crate::block_matrix::half_supported();
-        assert!(cb.search.iter().all(|m| m.is_half() == half));
+        let want = if crate::block_matrix::half_supported() {
+            Storage::Half
+        } else {
+            Storage::Single
+        };
+        assert!(cb.search.iter().all(|m| m.storage() == want));
     }
 
     /// Several frames at once, each with its own quantizer count, give each frame's own bits.

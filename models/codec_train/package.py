@@ -26,9 +26,9 @@ def main() -> None:
     ap.add_argument("--ckpt", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--model-id")
-    ap.add_argument("--full-precision", action="store_true",
-                    help="keep the weights as trained (by default they are rounded to half-precision values, "
-                         "which the runtime streams at half the memory traffic)")
+    ap.add_argument("--weights", choices=["checkpoint", "half", "int8"], default="int8",
+                    help="how the exporter rounds the weights (see models/export.py): int8 by default, which "
+                         "the runtime streams at a quarter of the bytes; checkpoint keeps them as trained")
     a = ap.parse_args()
     ck = torch.load(a.ckpt, map_location="cpu", weights_only=False)
     conf = NetConf(**ck["conf"])
@@ -42,7 +42,7 @@ def main() -> None:
     torch.save(model.funcodec_state_dict(), pth_path)
     run = ck["args"]["run"]
     model_id = a.model_id or f"funcodec-rs-default-{run}-s{ck['step']}"
-    m = export_model(cfg_path, pth_path, a.out, model_id, offline_graphs=False, half_weights=not a.full_precision)
+    m = export_model(cfg_path, pth_path, a.out, model_id, offline_graphs=False, weights=a.weights)
     info = dict(model_id=model_id, run=run, step=ck["step"], train_hours_wall=round(ck["wall"] / 3600, 3),
                 data=ck.get("data"), args=ck["args"], net=conf.to_dict(), streaming_check=m["streaming"]["check"],
                 weights=m["weights"])

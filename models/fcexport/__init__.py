@@ -1,3 +1,3 @@
 """FunCodec checkpoint -> runtime model folder (ONNX segments + codebooks + manifest)."""
 
-EXPORTER_VERSION = "0.3.0"
+EXPORTER_VERSION = "0.4.0"

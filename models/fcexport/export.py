@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import EXPORTER_VERSION
 from .config import CodecConf, UnsupportedModel, load_config
@@ -92,6 +93,45 @@ def round_weights_to_half(modules) -> int:
     return n
 
 
+def round_weights_to_int8(modules) -> int:
+    """Rounds every conv and LSTM weight (after weight norm is folded in; biases stay) to an integer in
+    -127..127 times a power of two, one power per output channel (Conv1d: dim 0; ConvTranspose1d: dim 1;
+    LSTM: each gate row), chosen so that the channel's largest value maps to 64..127. The runtime keeps
+    a matrix made only of such rows as 8-bit integers and one scale per row, a quarter of the bytes,
+    with the same sums as the float values (a power-of-two scale commutes with rounding). Returns how
+    many tensors were rounded."""
+    n = 0
+    with torch.no_grad():
+        for m in modules:
+            for sub in m.modules():
+                if isinstance(sub, nn.ConvTranspose1d):
+                    params = [(sub.weight, 1)]
+                elif isinstance(sub, nn.Conv1d):
+                    params = [(sub.weight, 0)]
+                elif isinstance(sub, nn.LSTM):
+                    params = [(p, 0) for name, p in sub.named_parameters() if name.startswith("weight")]
+                else:
+                    continue
+                for p, dim in params:
+                    p.copy_(_to_int8_values(p, dim))
+                    n += 1
+    return n
+
+
+def _to_int8_values(t: torch.Tensor, dim: int) -> torch.Tensor:
+    rows = t.movedim(dim, 0)
+    flat = rows.reshape(rows.shape[0], -1)
+    peak = flat.abs().amax(1)
+    # 2^(floor(log2 peak) - 6) puts the peak at 64..127 steps; the runtime accepts scales down to 2^-100.
+    scale = torch.exp2(torch.floor(torch.log2(peak.clamp(min=2.0 ** -90))) - 6)
+    q = torch.round(flat / scale[:, None]).clamp(-127, 127)
+    return (q * scale[:, None]).reshape(rows.shape).movedim(0, dim)
+
+
+WEIGHTS = {"checkpoint": "as in the checkpoint", "half": "rounded to half precision",
+           "int8": "rounded to 8-bit integers times a power of two per output channel; codebooks to half precision"}
+
+
 def _to_half_values(t: torch.Tensor, name: str) -> torch.Tensor:
     rounded = t.half().float()
     if not torch.isfinite(rounded).all():
@@ -101,17 +141,24 @@ def _to_half_values(t: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def export_model(config_path: str, checkpoint_path: str, out_dir: str, model_id: str | None = None,
-                 offline_graphs: bool = True, half_weights: bool = False) -> dict:
+                 offline_graphs: bool = True, weights: str = "checkpoint") -> dict:
     """offline_graphs=False (causal models only) ships just the step graphs: the runtime then runs offline
     coding frame by frame too, and the folder holds the weights once instead of twice.
-    half_weights=True rounds the weights to half-precision values first (`round_weights_to_half`): the
-    exported model then differs from the checkpoint by that rounding, so it is for the project's own
-    models, never for a FunCodec checkpoint that must match FunCodec."""
+    weights="half" rounds the weights and codebooks to half-precision values first
+    (`round_weights_to_half`); "int8" rounds the weights to 8-bit integers times a power of two per
+    output channel (`round_weights_to_int8`) and the codebooks to halves. The exported model then differs
+    from the checkpoint by that rounding, so these are for the project's own models, never for a
+    FunCodec checkpoint that must match FunCodec."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, not {weights!r}")
     conf = load_config(config_path)
     sd = load_state_dict(checkpoint_path)
     segments, decoder, embed = build_modules(conf, sd)
-    if half_weights:
+    if weights == "half":
         round_weights_to_half(segments + [decoder])
+    elif weights == "int8":
+        round_weights_to_int8(segments + [decoder])
+    if weights != "checkpoint":
         embed = _to_half_values(embed, "the codebooks")
     os.makedirs(out_dir, exist_ok=True)
     enc, dec = conf.encoder, conf.decoder
@@ -172,7 +219,7 @@ def export_model(config_path: str, checkpoint_path: str, out_dir: str, model_id:
         decoder=dict(file="decoder.onnx", in_channels=conf.dimension, pad=dspec, out_samples_per_frame=conf.hop)
         if offline_graphs else None,
         streaming=streaming,
-        weights="rounded to half precision" if half_weights else "as in the checkpoint",
+        weights=WEIGHTS[weights],
         files={f: dict(sha256=hashes[f], bytes=os.path.getsize(os.path.join(out_dir, f))) for f in files},
         source=dict(config_sha256=sha256_file(config_path), checkpoint_sha256=sha256_file(checkpoint_path),
                     config_file=os.path.basename(config_path), checkpoint_file=os.path.basename(checkpoint_path)),

@@ -3,12 +3,14 @@
 //! In one stream's step the largest layers act on a single vector: the LSTMs (`x·Wᵀ`, `h·Rᵀ`),
 //! the encoder's last downsampling conv and the conv after its LSTM (one output sample each), and
 //! the decoder's conv before its LSTM and its first transposed conv (one input sample). Their
-//! weights, about 6.4 of each default-model step graph's 7 MiB, are read once per frame, and a
-//! frame's weights and codebooks do not stay in the development machine's cache: these products
-//! run at memory speed, about 20 GB/s there, in tract's kernels as in this op. What the op adds
-//! is the storage: a matrix whose values are all half-precision numbers (the project's models
-//! are exported so) is read in half precision, half the bytes. Products with several vectors
-//! (batched streams) are left to tract, whose kernels then reuse each weight for all of them.
+//! weights, about 6.4 of each default-model step graph's 7 MiB in single precision, are read once
+//! per frame and do not stay in the development machine's cache. What the op adds is the storage:
+//! a matrix whose rows are all 8-bit integers times a power of two, or whose values are all
+//! half-precision numbers (the project's models are exported so), is read in fewer bytes; and a
+//! kernel that keeps twice the sums in flight with fused multiply-adds
+//! ([`BlockMatrix::apply_fused`]): in half precision it still waits on memory, at a quarter of the
+//! bytes it goes a quarter faster. Products with several vectors (batched streams) are left to
+//! tract, whose kernels then reuse each weight for all of them.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -271,15 +273,11 @@ impl Op for MatVec {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let storage = if self.matrix.is_half() {
-            "half"
-        } else {
-            "single"
-        };
         Ok(vec![format!(
-            "{}×{}, {storage} precision",
+            "{}×{}, {}",
             self.matrix.rows(),
-            self.matrix.cols()
+            self.matrix.cols(),
+            self.matrix.storage().describe()
         )])
     }
 
@@ -302,7 +300,7 @@ impl EvalOp for MatVec {
         {
             let mut plain = out.try_as_plain_ram_mut()?;
             let y = plain.as_slice_mut::<f32>()?;
-            self.matrix.apply(x, y);
+            self.matrix.apply_fused(x, y);
             if let Some(bias) = &self.bias {
                 for (y, b) in y.iter_mut().zip(bias.iter()) {
                     *y += b;
@@ -323,23 +321,23 @@ impl TypedOp for MatVec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block_matrix::Storage;
 
     /// A step graph's decluttered model, with `min_weights` products rewritten (`None`: none),
-    /// made runnable; how many were rewritten, and how many of those keep their matrix in half
-    /// precision.
-    fn plan(bytes: &[u8], min_weights: Option<usize>) -> (crate::model::Plan, usize, usize) {
+    /// made runnable; how many were rewritten, and how each of those keeps its matrix.
+    fn plan(bytes: &[u8], min_weights: Option<usize>) -> (crate::model::Plan, usize, Vec<Storage>) {
         let model = super::super::read_for_cpu(bytes, None).unwrap();
         let mut typed = model.into_typed().unwrap().into_decluttered().unwrap();
         let n = min_weights.map_or(0, |m| rewrite_from(&mut typed, m).unwrap());
-        let half = typed
+        let storage = typed
             .nodes()
             .iter()
             .filter_map(|node| node.op_as::<MatVec>())
-            .filter(|op| op.matrix.is_half())
-            .count();
+            .map(|op| op.matrix.storage())
+            .collect();
         let plan: Arc<TypedRunnableModel> =
             typed.into_optimized().unwrap().into_runnable().unwrap();
-        (Arc::new(plan), n, half)
+        (Arc::new(plan), n, storage)
     }
 
     /// Runs both plans on the same inputs (the step's input and every state) and returns the
@@ -384,13 +382,17 @@ mod tests {
     /// compute what tract computes to float rounding.
     #[test]
     fn default_model_products_rewritten_and_unchanged() {
-        let half_here = crate::block_matrix::half_supported();
+        let want = if crate::block_matrix::half_supported() {
+            Storage::Half
+        } else {
+            Storage::Single
+        };
         for file in ["encoder_step.onnx", "decoder_step.onnx"] {
             let bytes = read("models/default", file);
-            let (ours, n, half) = plan(&bytes, Some(MIN_WEIGHTS));
+            let (ours, n, storage) = plan(&bytes, Some(MIN_WEIGHTS));
             let (plain, _, _) = plan(&bytes, None);
             assert_eq!(n, 6, "{file}");
-            assert_eq!(half, if half_here { 6 } else { 0 }, "{file}");
+            assert_eq!(storage, vec![want; 6], "{file}");
             let d = compare(&ours, &plain);
             assert!(d < 1e-5, "{file}: {d}");
         }
