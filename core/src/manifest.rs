@@ -35,8 +35,8 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileInfo>,
     #[serde(default)]
     pub source: serde_json::Value,
-    /// How the exporter wrote the weights: "as in the checkpoint" or "rounded to half precision"
-    /// (exporter option `--half-weights`); absent in older manifests.
+    /// How the exporter wrote the weights: "as in the checkpoint", or how it rounded them
+    /// (exporter option `--weights half|int8`); absent in older manifests.
     #[serde(default)]
     pub weights: Option<String>,
 }

@@ -196,7 +196,8 @@ mod tests {
     }
 
     /// The shipped default model's codebooks are half-precision values (exported with
-    /// `--half-weights`), so the search keeps them in half precision where the CPU converts it.
+    /// `--weights int8`, which rounds codebooks to halves), so the search keeps them in half
+    /// precision where the CPU converts it.
     #[test]
     fn default_model_codebooks_searched_in_half_precision() {
         let path = concat!(

@@ -101,6 +101,15 @@ def si_snr(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(s.pow(2).sum(-1) / ((y - s).pow(2).sum(-1) + 1e-8) + 1e-8)
 
 
+def wav_loss(y: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "l1":
+        return F.l1_loss(y, x)
+    if kind == "sisnr":
+        return -si_snr(y.squeeze(1), x.squeeze(1)).mean()
+    err = (y - x).abs().mean(-1)
+    return (err / (x.abs().mean(-1) + 1e-5)).mean()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True)
@@ -115,6 +124,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, help="Adam learning rate: 5e-4 for a new run; given on a resumed run, it "
                     "replaces the checkpoint's (to anneal a run that has flattened)")
     ap.add_argument("--adv-start", type=int, default=20000, help="step at which the discriminator joins")
+    ap.add_argument("--wav-weight", type=float, default=0.1, help="weight of the waveform L1 loss")
+    ap.add_argument("--wav-loss", choices=["l1", "rel", "sisnr"], default="l1",
+                    help="l1: plain L1 (dominated by the loudest crops of the 40 dB level range); "
+                         "rel: each crop's L1 divided by its mean absolute level, so every level counts; "
+                         "sisnr: minus the scale-invariant SNR in dB (its gradient does not shrink the level)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=50)
@@ -196,8 +210,8 @@ def main() -> None:
         x = train.batch(rng, args.batch, length).to(dev)
         n_q = int(rng.choice(NQ_CHOICES))
         y, _, commit = model(x, n_q)
-        l_mel, l_mag, l_wav = mel(y, x), mag(y, x), F.l1_loss(y, x)
-        loss = l_mel + l_mag + 0.1 * l_wav + commit
+        l_mel, l_mag, l_wav = mel(y, x), mag(y, x), wav_loss(y, x, args.wav_loss)
+        loss = l_mel + l_mag + args.wav_weight * l_wav + commit
         parts = dict(mel=l_mel.item(), mag=l_mag.item(), wav=l_wav.item(), commit=commit.item())
         if step >= args.adv_start:
             fake, real = disc(y), disc(x)
@@ -223,7 +237,8 @@ def main() -> None:
         t_last = now
         if step % args.log_every == 0:
             n = acc.pop("_n", 1.0)
-            rec = {"step": step, "wall_h": round(wall / 3600, 4), "n": int(n), "lr": opt_g.param_groups[0]["lr"]}
+            rec = {"step": step, "wall_h": round(wall / 3600, 4), "n": int(n), "lr": opt_g.param_groups[0]["lr"],
+                   "wav_loss": f"{args.wav_weight:g}*{args.wav_loss}"}
             rec.update({k: round(v / n, 5) for k, v in acc.items()})
             rec["usage"] = [round(u, 3) for u in model.quantizer.rvq.take_usage()]
             model.eval()

@@ -377,22 +377,17 @@ mod tests {
 
     /// The default model's step graphs: the four LSTM products and the two convs on one sample
     /// (encoder: the last downsampling conv and the conv after the LSTM; decoder: the conv
-    /// before the LSTM and the first transposed conv) are rewritten, kept in half precision (the
-    /// model is exported with half-precision weights) where the CPU converts it, and the graphs
-    /// compute what tract computes to float rounding.
+    /// before the LSTM and the first transposed conv) are rewritten, kept as 8-bit integers (the
+    /// model is exported with `--weights int8`) on any CPU, and the graphs compute what tract
+    /// computes to float rounding.
     #[test]
     fn default_model_products_rewritten_and_unchanged() {
-        let want = if crate::block_matrix::half_supported() {
-            Storage::Half
-        } else {
-            Storage::Single
-        };
         for file in ["encoder_step.onnx", "decoder_step.onnx"] {
             let bytes = read("models/default", file);
             let (ours, n, storage) = plan(&bytes, Some(MIN_WEIGHTS));
             let (plain, _, _) = plan(&bytes, None);
             assert_eq!(n, 6, "{file}");
-            assert_eq!(storage, vec![want; 6], "{file}");
+            assert_eq!(storage, vec![Storage::Int8; 6], "{file}");
             let d = compare(&ours, &plain);
             assert!(d < 1e-5, "{file}: {d}");
         }

@@ -20,8 +20,8 @@
 //!   stream's graphs also unstrided ones with few multiply-adds per sample) computed directly
 //!   instead of as matrix products that waste most of tract's 16-row kernel or its packing.
 //! * [`mat_vec`]: a single stream's products of a matrix with one vector (LSTMs, the convs on
-//!   one sample at the bottleneck) on a [`crate::block_matrix::BlockMatrix`], read in half
-//!   precision when the weights are halves.
+//!   one sample at the bottleneck) on a [`crate::block_matrix::BlockMatrix`], read as 8-bit
+//!   integers or halves when the weights are exported so, with fused multiply-adds.
 //! * [`batch_layout`]: step graphs that run several streams at once get their convolutions as
 //!   batch-one 2-D convolutions over a stream-second layout.
 //! * [`batch_bias`]: in plans that run several streams at once, per-channel constants tiled over
