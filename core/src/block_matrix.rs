@@ -8,8 +8,9 @@
 //! made of 8-bit integers times a power of two (the project's own models are exported so, see
 //! `models/fcexport`) is stored as those integers and one scale per row: a quarter of the bytes.
 //! Scaling by a power of two commutes with rounding, so multiplying each row's sum of
-//! `integer · x` by its scale gives the bits of the sum of `value · x` (outside the subnormal
-//! range, which a row's scale never reaches: it is kept at or above 2^-100). Otherwise, a matrix
+//! `integer · x` by its scale gives the bits of the sum of `value · x` as long as no product or
+//! sum is subnormal (a row's scale is kept at or above 2^-100, so scaling alone never makes one).
+//! Otherwise, a matrix
 //! whose every value is a half-precision number is stored in half precision where the CPU
 //! converts it in hardware: half the bytes, the same values, so the same sums bit for bit.
 

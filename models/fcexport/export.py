@@ -113,6 +113,8 @@ def round_weights_to_int8(modules) -> int:
                 else:
                     continue
                 for p, dim in params:
+                    if not torch.isfinite(p).all():
+                        raise UnsupportedModel("a weight is not finite: export without --weights int8")
                     p.copy_(_to_int8_values(p, dim))
                     n += 1
     return n
