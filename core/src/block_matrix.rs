@@ -374,12 +374,15 @@ mod int8 {
         let padded_rows = data.len() / cols.max(1);
         let mut scales = vec![1.0f32; padded_rows];
         let at = |r: usize, c: usize| (r / BLOCK) * BLOCK * cols + c * BLOCK + r % BLOCK;
+        // Row by row, so that a matrix that is not 8-bit (the codebooks) is given up on at its
+        // first row rather than after a pass over all of it.
         for (r, scale) in scales.iter_mut().enumerate() {
-            let mut e = i32::MAX;
+            let (mut e, mut peak) = (i32::MAX, 0.0f32);
             for c in 0..cols {
                 let v = data[at(r, c)];
                 if v != 0.0 {
                     e = e.min(lowest_bit_exp(v)?);
+                    peak = peak.max(v.abs());
                 }
             }
             if e == i32::MAX {
@@ -389,16 +392,16 @@ mod int8 {
                 return None;
             }
             *scale = (e as f32).exp2();
-        }
-        let mut values = vec![0i8; data.len()];
-        for (i, (q, &v)) in values.iter_mut().zip(data).enumerate() {
-            let r = (i / (BLOCK * cols)) * BLOCK + i % BLOCK;
-            let n = v / scales[r]; // exact: a power-of-two division of a multiple of it
-            if n.abs() > 127.0 {
+            // Exact: a power-of-two division of a multiple of it.
+            if peak / *scale > 127.0 {
                 return None;
             }
-            *q = n as i8;
         }
+        let values = data
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v / scales[(i / (BLOCK * cols)) * BLOCK + i % BLOCK]) as i8)
+            .collect();
         Some((values, scales))
     }
 
