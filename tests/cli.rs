@@ -406,6 +406,9 @@ fn bench_reports_streaming_figures_and_a_profile() {
         assert!((share - 1.0).abs() < 1e-6, "{stage}: shares sum to {share}");
         assert!(ops.iter().all(|o| o["nodes"].as_u64().unwrap() >= 1));
     }
+    let rvq = &v["profile"]["rvq_search"];
+    assert_eq!(rvq["n_q"], v["n_q"]);
+    assert!(rvq["us_per_frame"].as_f64().unwrap() > 0.0, "{rvq}");
     if !backend_has_gpu() {
         let err = fails(&["bench", s(&clip), "--model", s(&model), "--backend", "cuda"]);
         assert!(err.contains("backend"), "{err}");

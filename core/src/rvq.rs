@@ -93,16 +93,10 @@ impl Codebooks {
             self.search[q].apply_many(residuals, n_qs, q, dist, padded);
             let norms = &self.norms[q * padded..][..padded];
             for j in (0..k).filter(|&j| n_qs[j] > q) {
-                let mut best = (f32::INFINITY, 0usize);
-                for (i, (&n, &dot)) in norms.iter().zip(&dist[j * padded..]).enumerate() {
-                    let d = n - 2.0 * dot;
-                    if d < best.0 {
-                        best = (d, i);
-                    }
-                }
-                codes[j * stride + q] = best.1 as u16;
+                let best = nearest(norms, &dist[j * padded..][..padded]);
+                codes[j * stride + q] = best as u16;
                 let r = &mut residuals[j * dim..][..dim];
-                for (r, &e) in r.iter_mut().zip(self.word(q, best.1)) {
+                for (r, &e) in r.iter_mut().zip(self.word(q, best)) {
                     *r -= e;
                 }
             }
@@ -132,6 +126,75 @@ impl Codebooks {
         }
         Ok(())
     }
+}
+
+/// The first index `i` with the smallest `norms[i] - 2 dots[i]`, as a scan that keeps the first
+/// strictly smaller value finds it: NaN never wins, and 0 when no value is below infinity.
+fn nearest(norms: &[f32], dots: &[f32]) -> usize {
+    assert_eq!(norms.len(), dots.len());
+    #[cfg(target_arch = "x86_64")]
+    if norms.len().is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, and both slices hold whole groups of eight.
+        return unsafe { nearest_avx2(norms, dots) };
+    }
+    nearest_plain(norms, dots)
+}
+
+fn nearest_plain(norms: &[f32], dots: &[f32]) -> usize {
+    let mut best = (f32::INFINITY, 0usize);
+    for (i, (&n, &dot)) in norms.iter().zip(dots).enumerate() {
+        let d = n - 2.0 * dot;
+        if d < best.0 {
+            best = (d, i);
+        }
+    }
+    best.1
+}
+
+/// [`nearest_plain`] eight lanes at a time: each lane keeps the first strictly smaller value of
+/// its indices (the same distances, computed with the same two roundings), then the smallest
+/// value over the lanes wins, the lowest index among equal ones. The scalar scan cost 0.5–2.5 µs
+/// of a 3.8–5.6 µs quantizer stage with the codebooks in cache (1024 codewords of 64).
+///
+/// # Safety
+/// The CPU has AVX2; both slices have the same length, a multiple of eight.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn nearest_avx2(norms: &[f32], dots: &[f32]) -> usize {
+    use std::arch::x86_64::*;
+    let two = _mm256_set1_ps(2.0);
+    let eight = _mm256_set1_epi32(8);
+    let mut best = _mm256_set1_ps(f32::INFINITY);
+    let mut best_i = _mm256_setzero_si256();
+    let mut index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (n, dot) in norms.chunks_exact(8).zip(dots.chunks_exact(8)) {
+        // SAFETY: eight floats in each chunk; unaligned loads.
+        let (n, dot) = unsafe { (_mm256_loadu_ps(n.as_ptr()), _mm256_loadu_ps(dot.as_ptr())) };
+        let d = _mm256_sub_ps(n, _mm256_mul_ps(two, dot));
+        // Ordered less-than: false for NaN, as in the scalar comparison.
+        let smaller = _mm256_cmp_ps::<_CMP_LT_OQ>(d, best);
+        best = _mm256_blendv_ps(best, d, smaller);
+        best_i = _mm256_castps_si256(_mm256_blendv_ps(
+            _mm256_castsi256_ps(best_i),
+            _mm256_castsi256_ps(index),
+            smaller,
+        ));
+        index = _mm256_add_epi32(index, eight);
+    }
+    let (mut values, mut indices) = ([0.0f32; 8], [0i32; 8]);
+    // SAFETY: eight values into arrays of eight.
+    unsafe {
+        _mm256_storeu_ps(values.as_mut_ptr(), best);
+        _mm256_storeu_si256(indices.as_mut_ptr() as *mut __m256i, best_i);
+    }
+    let mut out = (f32::INFINITY, 0usize);
+    for (&v, &i) in values.iter().zip(&indices) {
+        let i = i as usize;
+        if v < out.0 || (v == out.0 && v < f32::INFINITY && i < out.1) {
+            out = (v, i);
+        }
+    }
+    out.1
 }
 
 /// Codewords per quantizer in the search's layout: `size` rounded up to whole blocks.
@@ -211,6 +274,39 @@ mod tests {
             Storage::Single
         };
         assert!(cb.search.iter().all(|m| m.storage() == want));
+    }
+
+    /// The vectorised nearest-codeword pick equals the plain scan: ties (the first index wins,
+    /// including 0.0 against -0.0), NaN (never wins), infinities (padding; 0 when nothing is
+    /// finite), and a minimum in any lane.
+    #[test]
+    fn nearest_equals_the_plain_scan() {
+        let len = 64;
+        let base: Vec<f32> = (0..len)
+            .map(|i| ((i * 37 % 64) as f32 - 20.0) * 0.5)
+            .collect();
+        let mut cases: Vec<(Vec<f32>, Vec<f32>)> = vec![(vec![1.0; len], base.clone())];
+        for at in [0, 5, 13, 40, 63] {
+            let mut dots = base.clone();
+            dots[at] = 100.0; // the unique minimum
+            cases.push((vec![1.0; len], dots.clone()));
+            dots[(at + 17) % len] = 100.0; // a tie with a later or earlier index
+            cases.push((vec![1.0; len], dots.clone()));
+            dots[at] = f32::NAN;
+            cases.push((vec![1.0; len], dots));
+        }
+        let mut zeros = vec![0.0f32; len];
+        zeros[9] = -0.0;
+        cases.push((vec![0.0; len], zeros));
+        cases.push((vec![f32::INFINITY; len], base.clone()));
+        cases.push((vec![1.0; len], vec![f32::NAN; len]));
+        let mut padded = vec![f32::INFINITY; len];
+        padded[..50].fill(1.0);
+        cases.push((padded, base));
+        for (k, (norms, dots)) in cases.iter().enumerate() {
+            assert_eq!(nearest(norms, dots), nearest_plain(norms, dots), "case {k}");
+        }
+        assert_eq!(nearest(&cases[4].0, &cases[4].1), 5); // the unique minimum at 5
     }
 
     /// Several frames at once, each with its own quantizer count, give each frame's own bits.

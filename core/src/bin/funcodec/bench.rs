@@ -195,7 +195,7 @@ pub fn run(dir: &Path, pcm: &[f32], opt: &Options) -> Result<serde_json::Value> 
     }
     if profile && exact {
         out["profile"] = if model.backend() == "cpu" {
-            profile_steps(&model, pcm)?
+            profile_steps(&model, pcm, n_q)?
         } else {
             json!("per-op times are measured on the CPU engine only")
         };
@@ -244,17 +244,33 @@ fn bench_batched(
 const PROFILE_NODES: usize = 12;
 
 /// Time per frame spent in each op type of the encoder and decoder step graphs, and in their
-/// slowest nodes (the RVQ search is not in them), sorted by time, from one pass over `pcm`.
-fn profile_steps(model: &CodecModel, pcm: &[f32]) -> Result<serde_json::Value> {
+/// slowest nodes, sorted by time, and in the RVQ search of `n_q` quantizers (not part of either
+/// graph), from one pass over `pcm`.
+fn profile_steps(model: &CodecModel, pcm: &[f32], n_q: usize) -> Result<serde_json::Value> {
     let (Some(enc), Some(dec)) = (model.encoder_step(), model.decoder_step()) else {
         return Ok(serde_json::Value::Null);
     };
     let (mut er, mut dr) = (enc.start()?, dec.start()?);
     let (mut latent, mut wave) = (vec![0f32; enc.out_len()], vec![0f32; dec.out_len()]);
     let (mut ep, mut dp) = (BTreeMap::new(), BTreeMap::new());
+    let books = &model.codebooks;
+    let (dim, mut codes, mut dist) = (books.dim, vec![0u16; n_q], Vec::new());
+    let mut residual = vec![0f32; dim];
+    let mut rvq = Duration::ZERO;
     let frames = pcm.len() / enc.in_len();
     for x in pcm.chunks_exact(enc.in_len()) {
         enc.step_profiled(&mut er, x, &mut latent, &mut ep)?;
+        // The step's latent is [dim, frames of the step]; each frame is searched on its own.
+        let per_step = latent.len() / dim;
+        for t in 0..per_step {
+            residual
+                .iter_mut()
+                .enumerate()
+                .for_each(|(d, r)| *r = latent[d * per_step + t]);
+            let start = Instant::now();
+            books.encode_frame(&mut residual, &mut codes, &mut dist);
+            rvq += start.elapsed();
+        }
         dec.step_profiled(&mut dr, &latent, &mut wave, &mut dp)?;
     }
     let per_frame = |t: Duration| t.as_secs_f64() * 1e6 / frames.max(1) as f64;
@@ -286,5 +302,10 @@ fn profile_steps(model: &CodecModel, pcm: &[f32]) -> Result<serde_json::Value> {
             .collect();
         json!({"us_per_frame": total * 1e6 / frames.max(1) as f64, "ops": ops, "slowest_nodes": nodes})
     };
-    Ok(json!({"frames": frames, "encoder_step": table(ep), "decoder_step": table(dp)}))
+    Ok(json!({
+        "frames": frames,
+        "encoder_step": table(ep),
+        "decoder_step": table(dp),
+        "rvq_search": {"n_q": n_q, "us_per_frame": per_frame(rvq)},
+    }))
 }
