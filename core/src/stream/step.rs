@@ -48,6 +48,7 @@ impl StepGraph {
         let bytes = manifest.read_checked(dir, &info.file)?;
         let edit = |g: &mut tract_onnx::pb::GraphProto| {
             crate::tract_ops::small_conv::rewrite(g, Streams::One);
+            crate::tract_ops::overlap_add::rewrite(g);
         };
         let plan =
             plan_from_facts(&bytes, &[], engine, Some(&edit)).map_err(|msg| Error::ModelFile {

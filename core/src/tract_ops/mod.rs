@@ -19,6 +19,8 @@
 //! * [`small_conv`]: step graphs' convolutions with at most 4 output channels (in a single
 //!   stream's graphs also unstrided ones with few multiply-adds per sample) computed directly
 //!   instead of as matrix products that waste most of tract's 16-row kernel or its packing.
+//! * [`overlap_add`]: in a single stream's step graphs, each transposed conv's streaming
+//!   overlap-add (seven slice, add and concat nodes the exporter writes) as one op.
 //! * [`mat_vec`]: a single stream's products of a matrix with one vector (LSTMs, the convs on
 //!   one sample at the bottleneck) on a [`crate::block_matrix::BlockMatrix`], read as 8-bit
 //!   integers or halves when the weights are exported so, with fused multiply-adds.
@@ -33,6 +35,7 @@ mod elu;
 mod group_stats;
 pub(crate) mod mat_vec;
 mod mean_squares;
+pub(crate) mod overlap_add;
 pub(crate) mod small_conv;
 
 pub use batch_bias::tile_batch_broadcasts;
@@ -48,6 +51,8 @@ pub fn onnx_for_cpu() -> tract_onnx::Onnx {
         .insert(group_stats::OP_TYPE, group_stats::build);
     onnx.op_register
         .insert(small_conv::OP_TYPE, small_conv::build);
+    onnx.op_register
+        .insert(overlap_add::OP_TYPE, overlap_add::build);
     onnx
 }
 
