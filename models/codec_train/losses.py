@@ -52,6 +52,39 @@ class MagnitudeSpectrum(nn.Module):
         return loss / len(self.ffts)
 
 
+class HarmonicSpectrum(nn.Module):
+    """Relative L1 of fine linear magnitude spectra (1024 and 2048 points: 16 and 8 Hz bins) of
+    pre-emphasised signals, per crop: |(|Y| - |X|)| summed over bins and frames, divided by the sum
+    of |X|.
+
+    The mel bands above about 1 kHz are wider than the spacing of a voice's harmonics, and the
+    spectral-convergence term above is a norm over the whole batch, ruled by the loudest crop's
+    strongest low harmonics: neither sees whether the harmonics between 1 and 4 kHz are there or
+    smeared into noise, which is what the decoders trained without it do. A linear L1 is ruled by the
+    spectral peaks, pre-emphasis (1 - 0.9 z^-1) lifts 1-4 kHz to the level of the fundamental region,
+    and the per-crop normalisation gives each crop the same say at any level.
+    """
+
+    def __init__(self, ffts=(1024, 2048), emphasis: float = 0.9):
+        super().__init__()
+        self.ffts, self.emphasis = ffts, emphasis
+        for n in ffts:
+            self.register_buffer(f"win{n}", torch.hann_window(n), persistent=False)
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        y, x = y.squeeze(1), x.squeeze(1)
+        y = torch.cat([y[:, :1], y[:, 1:] - self.emphasis * y[:, :-1]], 1)
+        x = torch.cat([x[:, :1], x[:, 1:] - self.emphasis * x[:, :-1]], 1)
+        loss = y.new_zeros(())
+        for n in self.ffts:
+            w = getattr(self, f"win{n}")
+            sy = torch.stft(y, n, n // 4, window=w, return_complex=True).abs()
+            sx = torch.stft(x, n, n // 4, window=w, return_complex=True).abs()
+            rel = (sy - sx).abs().sum((1, 2)) / (sx.sum((1, 2)) + 1e-5)
+            loss = loss + rel.mean()
+        return loss / len(self.ffts)
+
+
 class STFTDisc(nn.Module):
     """One scale of the EnCodec MS-STFT discriminator: 2-D convs over (real, imag) spectrograms."""
 

@@ -23,7 +23,8 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from codec_train.losses import MSSTFTDisc, MagnitudeSpectrum, MultiScaleMel, disc_loss, gen_adv_losses  # noqa: E402
+from codec_train.losses import (HarmonicSpectrum, MSSTFTDisc, MagnitudeSpectrum, MultiScaleMel,  # noqa: E402
+                                disc_loss, gen_adv_losses)
 from codec_train.net import Codec, NetConf  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -129,6 +130,8 @@ def main() -> None:
                     help="l1: plain L1 (dominated by the loudest crops of the 40 dB level range); "
                          "rel: each crop's L1 divided by its mean absolute level, so every level counts; "
                          "sisnr: minus the scale-invariant SNR in dB (its gradient does not shrink the level)")
+    ap.add_argument("--harm-weight", type=float, default=0.0,
+                    help="weight of the fine pre-emphasised magnitude loss (losses.HarmonicSpectrum); 0: off")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=50)
@@ -146,6 +149,7 @@ def main() -> None:
     model = Codec(conf).to(dev)
     disc = MSSTFTDisc().to(dev)
     mel, mag = MultiScaleMel(conf.sample_rate).to(dev), MagnitudeSpectrum().to(dev)
+    harm = HarmonicSpectrum().to(dev)
     lr = args.lr or 5e-4
     opt_g = torch.optim.Adam(model.parameters(), lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr, betas=(0.5, 0.9))
@@ -213,6 +217,10 @@ def main() -> None:
         l_mel, l_mag, l_wav = mel(y, x), mag(y, x), wav_loss(y, x, args.wav_loss)
         loss = l_mel + l_mag + args.wav_weight * l_wav + commit
         parts = dict(mel=l_mel.item(), mag=l_mag.item(), wav=l_wav.item(), commit=commit.item())
+        if args.harm_weight:
+            l_harm = harm(y, x)
+            loss = loss + args.harm_weight * l_harm
+            parts["harm"] = l_harm.item()
         if step >= args.adv_start:
             fake, real = disc(y), disc(x)
             adv, feat = gen_adv_losses(real, fake)
@@ -239,6 +247,8 @@ def main() -> None:
             n = acc.pop("_n", 1.0)
             rec = {"step": step, "wall_h": round(wall / 3600, 4), "n": int(n), "lr": opt_g.param_groups[0]["lr"],
                    "wav_loss": f"{args.wav_weight:g}*{args.wav_loss}"}
+            if args.harm_weight:
+                rec["harm_weight"] = args.harm_weight
             rec.update({k: round(v / n, 5) for k, v in acc.items()})
             rec["usage"] = [round(u, 3) for u in model.quantizer.rvq.take_usage()]
             model.eval()
@@ -247,6 +257,7 @@ def main() -> None:
                     vy, _, _ = model(vbatch, nq)
                     rec[f"val_mel_q{nq}"] = round(mel(vy, vbatch).item(), 5)
                     rec[f"val_sisnr_q{nq}"] = round(si_snr(vy.squeeze(1), vbatch.squeeze(1)).mean().item(), 3)
+                    rec[f"val_harm_q{nq}"] = round(harm(vy, vbatch).item(), 5)
             model.train()
             acc = {}
             log.write(json.dumps(rec) + "\n")
