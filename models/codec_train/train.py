@@ -132,6 +132,8 @@ def main() -> None:
                          "sisnr: minus the scale-invariant SNR in dB (its gradient does not shrink the level)")
     ap.add_argument("--harm-weight", type=float, default=0.0,
                     help="weight of the fine pre-emphasised magnitude loss (losses.HarmonicSpectrum); 0: off")
+    ap.add_argument("--validate", action="store_true",
+                    help="print the run's validation figures at its checkpoint (as in the log) and exit")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=50)
@@ -192,6 +194,23 @@ def main() -> None:
     vrng = np.random.default_rng(1234)  # the same validation crops every time
     vbatch = valid.batch(vrng, min(32, len(valid.ids)), int(2.56 * conf.sample_rate)).to(dev)
 
+    def validation() -> dict:
+        """Validation mel loss, SI-SNR and fine-magnitude loss at 8 and 32 quantizers."""
+        rec = {}
+        model.eval()
+        with torch.no_grad():
+            for nq in (8, 32):
+                vy, _, _ = model(vbatch, nq)
+                rec[f"val_mel_q{nq}"] = round(mel(vy, vbatch).item(), 5)
+                rec[f"val_sisnr_q{nq}"] = round(si_snr(vy.squeeze(1), vbatch.squeeze(1)).mean().item(), 3)
+                rec[f"val_harm_q{nq}"] = round(harm(vy, vbatch).item(), 5)
+        model.train()
+        return rec
+
+    if args.validate:
+        print(json.dumps({"run": args.run, "step": step, **validation()}), flush=True)
+        return
+
     def save() -> None:
         tmp = ckpt_path + ".tmp"
         torch.save(dict(conf=conf.to_dict(), model=model.state_dict(), disc=disc.state_dict(),
@@ -251,14 +270,7 @@ def main() -> None:
                 rec["harm_weight"] = args.harm_weight
             rec.update({k: round(v / n, 5) for k, v in acc.items()})
             rec["usage"] = [round(u, 3) for u in model.quantizer.rvq.take_usage()]
-            model.eval()
-            with torch.no_grad():
-                for nq in (8, 32):
-                    vy, _, _ = model(vbatch, nq)
-                    rec[f"val_mel_q{nq}"] = round(mel(vy, vbatch).item(), 5)
-                    rec[f"val_sisnr_q{nq}"] = round(si_snr(vy.squeeze(1), vbatch.squeeze(1)).mean().item(), 3)
-                    rec[f"val_harm_q{nq}"] = round(harm(vy, vbatch).item(), 5)
-            model.train()
+            rec.update(validation())
             acc = {}
             log.write(json.dumps(rec) + "\n")
             log.flush()
