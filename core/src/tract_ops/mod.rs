@@ -86,6 +86,16 @@ fn require_dt(op: &str, t: &Tensor, out_dt: Option<DatumType>, want: DatumType) 
     }
 }
 
+/// An integer attribute of a node this runtime writes into a graph.
+fn int_attr(name: &str, i: i64) -> tract_onnx::pb::AttributeProto {
+    tract_onnx::pb::AttributeProto {
+        name: name.into(),
+        r#type: 2, // INT
+        i,
+        ..Default::default()
+    }
+}
+
 /// A tensor's values, in order (for the tests).
 #[cfg(test)]
 fn values<T: Datum + Copy>(t: &Tensor) -> Vec<T> {

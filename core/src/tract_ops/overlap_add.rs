@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use tract_onnx::model::ParsingContext;
-use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
+use tract_onnx::pb::{GraphProto, NodeProto, TensorProto};
 use tract_onnx::tract_hir::internal::*;
 
 /// The op type the rewritten graphs name (not an ONNX op; only this runtime reads it).
@@ -205,7 +205,7 @@ fn apply(graph: &mut GraphProto, f: Found) {
         op_type: OP_TYPE.into(),
         input: vec![f.y, f.state, f.bias],
         output: vec![output, next_state],
-        attribute: vec![int("tail", f.tail), int("n", f.n)],
+        attribute: vec![super::int_attr("tail", f.tail), super::int_attr("n", f.n)],
         ..Default::default()
     };
     let mut dropped: Vec<usize> = f.nodes.iter().copied().filter(|&i| i != bias_add).collect();
@@ -240,15 +240,6 @@ fn int64s(t: &TensorProto) -> Option<Vec<i64>> {
             .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect()
     })
-}
-
-fn int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: 2, // INT
-        i,
-        ..Default::default()
-    }
 }
 
 pub(super) fn build(

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use tract_onnx::model::ParsingContext;
-use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto};
+use tract_onnx::pb::{GraphProto, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 
 /// The op type the rewritten graphs name (not an ONNX op; only this runtime reads it).
@@ -77,22 +77,13 @@ pub(crate) fn rewrite(graph: &mut GraphProto, streams: Streams) -> usize {
         let (stride, dilation) = (attr("strides"), attr("dilations"));
         node.op_type = OP_TYPE.into();
         node.attribute = vec![
-            int("stride", stride),
-            int("dilation", dilation),
-            int("channel_axis", 1),
+            super::int_attr("stride", stride),
+            super::int_attr("dilation", dilation),
+            super::int_attr("channel_axis", 1),
         ];
         count += 1;
     }
     count
-}
-
-fn int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: 2, // INT
-        i,
-        ..Default::default()
-    }
 }
 
 /// Sets the channel axis of a rewritten conv (0 for a stream-second `[C, N, L]` input).
