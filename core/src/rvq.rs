@@ -295,9 +295,12 @@ mod tests {
             dots[at] = f32::NAN;
             cases.push((vec![1.0; len], dots));
         }
-        let mut zeros = vec![0.0f32; len];
-        zeros[9] = -0.0;
-        cases.push((vec![0.0; len], zeros));
+        // Distances 0.0 and -0.0 (norm -0.0 minus 2 · 0.0) are equal: the first index wins.
+        for (a, b) in [(0.0f32, -0.0f32), (-0.0, 0.0)] {
+            let mut norms = vec![1.0f32; len];
+            (norms[3], norms[9]) = (a, b);
+            cases.push((norms, vec![0.0; len]));
+        }
         cases.push((vec![f32::INFINITY; len], base.clone()));
         cases.push((vec![1.0; len], vec![f32::NAN; len]));
         let mut padded = vec![f32::INFINITY; len];
@@ -307,6 +310,8 @@ mod tests {
             assert_eq!(nearest(norms, dots), nearest_plain(norms, dots), "case {k}");
         }
         assert_eq!(nearest(&cases[4].0, &cases[4].1), 5); // the unique minimum at 5
+        assert_eq!(nearest(&cases[16].0, &cases[16].1), 3);
+        assert_eq!(nearest(&cases[17].0, &cases[17].1), 3);
     }
 
     /// Several frames at once, each with its own quantizer count, give each frame's own bits.
