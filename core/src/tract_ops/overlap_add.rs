@@ -100,38 +100,45 @@ fn find(graph: &GraphProto) -> Option<Found> {
             _ => None,
         }
     };
+    // When exactly two nodes read `name`, one slicing `[0, k)` and one `[k, end)` with k > 0:
+    // `(head, k, rest)`.
+    let split = |name: &str| -> Option<(usize, i64, usize)> {
+        let &[a, b] = consumers.get(name)?.as_slice() else {
+            return None;
+        };
+        let (head, k, rest, range) = match (slice(a)?, slice(b)?) {
+            ((0, k), r) => (a, k, b, r),
+            (r, (0, k)) => (b, k, a, r),
+            _ => return None,
+        };
+        (k > 0 && range == (k, OPEN_END) && !graph_outputs.contains(name))
+            .then_some((head, k, rest))
+    };
+    // When node `i` is an Add of `known` and a value in `of`: that value.
+    let added_to = |i: usize, known: &str, of: &HashSet<&str>| -> Option<String> {
+        let node = &graph.node[i];
+        let other = match node.input.iter().map(|s| s.as_str()).collect::<Vec<_>>()[..] {
+            [a, o] | [o, a] if a == known && of.contains(o) => o,
+            _ => return None,
+        };
+        (node.op_type == "Add" && node.output.len() == 1).then(|| other.to_string())
+    };
     for node in &graph.node {
         if node.op_type != "ConvTranspose" || node.output.len() != 1 {
             continue;
         }
         let y = node.output[0].as_str();
-        let Some(&[s1, s2]) = consumers.get(y).map(|c| c.as_slice()) else {
+        // The head [0, tail), which the carried state is added to, and the rest [tail, end).
+        let Some((head, tail, rest)) = split(y) else {
             continue;
         };
-        // The head slice [0, tail) and the tail slice [tail, end).
-        let ((head, tail), (rest, (rest_start, rest_end))) = match (slice(s1), slice(s2)) {
-            (Some((0, t)), Some(r)) => ((s1, t), (s2, r)),
-            (Some(r), Some((0, t))) => ((s2, t), (s1, r)),
-            _ => continue,
-        };
-        if tail <= 0 || rest_start != tail || rest_end != OPEN_END || graph_outputs.contains(y) {
-            continue;
-        }
-        let Some(add) = only(&graph.node[head].output[0]) else {
+        let head_out = graph.node[head].output[0].as_str();
+        let Some((add, state)) =
+            only(head_out).and_then(|add| Some((add, added_to(add, head_out, &graph_inputs)?)))
+        else {
             continue;
         };
         let add_node = &graph.node[add];
-        let head_out = graph.node[head].output[0].as_str();
-        let state = match add_node
-            .input
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()[..]
-        {
-            [a, s] if a == head_out && graph_inputs.contains(s) => s,
-            [s, a] if a == head_out && graph_inputs.contains(s) => s,
-            _ => continue,
-        };
         let (Some(concat), Some(concat2)) =
             (only(&add_node.output[0]), only(&graph.node[rest].output[0]))
         else {
@@ -150,42 +157,25 @@ fn find(graph: &GraphProto) -> Option<Found> {
         {
             continue;
         }
-        let Some(&[c1, c2]) = consumers.get(cat.output[0].as_str()).map(|c| c.as_slice()) else {
+        // The output [0, n), which gets the bias, and the next state [n, end).
+        let Some((out_slice, n, state_slice)) = split(&cat.output[0]) else {
             continue;
-        };
-        let ((out_slice, n), (state_slice, (next_start, next_end))) = match (slice(c1), slice(c2)) {
-            (Some((0, n)), Some(r)) => ((c1, n), (c2, r)),
-            (Some(r), Some((0, n))) => ((c2, n), (c1, r)),
-            _ => continue,
         };
         let next_state = graph.node[state_slice].output[0].as_str();
-        if n <= 0
-            || next_start != n
-            || next_end != OPEN_END
-            || !graph_outputs.contains(next_state)
-            || consumers.contains_key(next_state)
-            || graph_outputs.contains(cat.output[0].as_str())
-        {
+        if !graph_outputs.contains(next_state) || consumers.contains_key(next_state) {
             continue;
         }
-        let Some(bias_add) = only(&graph.node[out_slice].output[0]) else {
-            continue;
-        };
-        let b = &graph.node[bias_add];
         let sliced = graph.node[out_slice].output[0].as_str();
-        let bias = match b.input.iter().map(|s| s.as_str()).collect::<Vec<_>>()[..] {
-            [a, c] if a == sliced && constants.contains(c) => c,
-            [c, a] if a == sliced && constants.contains(c) => c,
-            _ => continue,
-        };
-        if b.op_type != "Add" || add_node.op_type != "Add" || b.output.len() != 1 {
+        let Some((bias_add, bias)) =
+            only(sliced).and_then(|i| Some((i, added_to(i, sliced, &constants)?)))
+        else {
             continue;
-        }
+        };
         return Some(Found {
             nodes: [head, add, rest, concat, out_slice, bias_add, state_slice],
             y: y.to_string(),
-            state: state.to_string(),
-            bias: bias.to_string(),
+            state,
+            bias,
             tail,
             n,
         });

@@ -253,24 +253,18 @@ fn profile_steps(model: &CodecModel, pcm: &[f32], n_q: usize) -> Result<serde_js
     let (mut er, mut dr) = (enc.start()?, dec.start()?);
     let (mut latent, mut wave) = (vec![0f32; enc.out_len()], vec![0f32; dec.out_len()]);
     let (mut ep, mut dp) = (BTreeMap::new(), BTreeMap::new());
-    let books = &model.codebooks;
-    let (dim, mut codes, mut dist) = (books.dim, vec![0u16; n_q], Vec::new());
-    let mut residual = vec![0f32; dim];
+    // The search as the stream encoder runs it: on a copy of each step's latent frame.
+    let (mut residual, mut codes, mut dist) = (latent.clone(), vec![0u16; n_q], Vec::new());
     let mut rvq = Duration::ZERO;
     let frames = pcm.len() / enc.in_len();
     for x in pcm.chunks_exact(enc.in_len()) {
         enc.step_profiled(&mut er, x, &mut latent, &mut ep)?;
-        // The step's latent is [dim, frames of the step]; each frame is searched on its own.
-        let per_step = latent.len() / dim;
-        for t in 0..per_step {
-            residual
-                .iter_mut()
-                .enumerate()
-                .for_each(|(d, r)| *r = latent[d * per_step + t]);
-            let start = Instant::now();
-            books.encode_frame(&mut residual, &mut codes, &mut dist);
-            rvq += start.elapsed();
-        }
+        residual.copy_from_slice(&latent);
+        let start = Instant::now();
+        model
+            .codebooks
+            .encode_frame(&mut residual, &mut codes, &mut dist);
+        rvq += start.elapsed();
         dec.step_profiled(&mut dr, &latent, &mut wave, &mut dp)?;
     }
     let per_frame = |t: Duration| t.as_secs_f64() * 1e6 / frames.max(1) as f64;
