@@ -114,14 +114,15 @@ fn find(graph: &GraphProto) -> Option<Found> {
         (k > 0 && range == (k, OPEN_END) && !graph_outputs.contains(name))
             .then_some((head, k, rest))
     };
-    // When node `i` is an Add of `known` and a value in `of`: that value.
-    let added_to = |i: usize, known: &str, of: &HashSet<&str>| -> Option<String> {
+    // When the one reader of `known` is an Add of it and a value in `of`: the Add and that value.
+    let added_to = |known: &str, of: &HashSet<&str>| -> Option<(usize, String)> {
+        let i = only(known)?;
         let node = &graph.node[i];
         let other = match node.input.iter().map(|s| s.as_str()).collect::<Vec<_>>()[..] {
             [a, o] | [o, a] if a == known && of.contains(o) => o,
             _ => return None,
         };
-        (node.op_type == "Add" && node.output.len() == 1).then(|| other.to_string())
+        (node.op_type == "Add" && node.output.len() == 1).then(|| (i, other.to_string()))
     };
     for node in &graph.node {
         if node.op_type != "ConvTranspose" || node.output.len() != 1 {
@@ -133,9 +134,7 @@ fn find(graph: &GraphProto) -> Option<Found> {
             continue;
         };
         let head_out = graph.node[head].output[0].as_str();
-        let Some((add, state)) =
-            only(head_out).and_then(|add| Some((add, added_to(add, head_out, &graph_inputs)?)))
-        else {
+        let Some((add, state)) = added_to(head_out, &graph_inputs) else {
             continue;
         };
         let add_node = &graph.node[add];
@@ -166,9 +165,7 @@ fn find(graph: &GraphProto) -> Option<Found> {
             continue;
         }
         let sliced = graph.node[out_slice].output[0].as_str();
-        let Some((bias_add, bias)) =
-            only(sliced).and_then(|i| Some((i, added_to(i, sliced, &constants)?)))
-        else {
+        let Some((bias_add, bias)) = added_to(sliced, &constants) else {
             continue;
         };
         return Some(Found {
