@@ -133,6 +133,66 @@ impl BlockMatrix {
         }
     }
 
+    /// `M·x_t` for `n_t` vectors gathered from `x`: element `c` of vector `t` is
+    /// `x[bases[c] + t·t_step]` (a convolution's windows, a transposed convolution's input
+    /// samples, read in place). The products come a tile at a time: `store(row, rows, t, sums)`
+    /// receives rows `row..row + rows` (within one block) of the products with vectors
+    /// `t..t + sums.len()`, `sums[j][i]` being row `row + i` of vector `t + j`; a block's tiles
+    /// arrive in ascending `t`. With AVX2 and FMA each weight is read (and converted) once for up
+    /// to [`fused::TILE`] vectors, with fused multiply-adds: the sums differ from
+    /// [`apply`](Self::apply)'s in rounding only; elsewhere through `apply`.
+    pub(crate) fn apply_gathered(
+        &self,
+        x: &[f32],
+        bases: &[usize],
+        t_step: usize,
+        n_t: usize,
+        mut store: impl FnMut(usize, usize, usize, &[[f32; BLOCK]]),
+    ) {
+        assert_eq!(bases.len(), self.cols);
+        if n_t == 0 {
+            return;
+        }
+        let last = bases.iter().max().map_or(0, |&b| b + (n_t - 1) * t_step);
+        assert!(
+            self.cols == 0 || last < x.len(),
+            "gathered vectors reach past the input"
+        );
+        if fused::supported() {
+            let g = Gather {
+                rows: self.rows,
+                bases,
+                t_step,
+                n_t,
+            };
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked above), every gathered index is
+            // inside `x` (asserted above), and the storage holds `rows` padded to whole blocks
+            // of `cols` columns.
+            unsafe {
+                match &self.values {
+                    Values::Single(d) => fused::gathered(d, None, x, g, &mut store),
+                    Values::Half(d) => fused::gathered(d, None, x, g, &mut store),
+                    Values::Int8 { values, scales } => {
+                        fused::gathered(values, Some(scales), x, g, &mut store)
+                    }
+                }
+            }
+        } else {
+            let (mut xt, mut yt) = (vec![0.0; self.cols], vec![0.0; self.rows]);
+            for t in 0..n_t {
+                for (v, &b) in xt.iter_mut().zip(bases) {
+                    *v = x[b + t * t_step];
+                }
+                self.apply(&xt, &mut yt);
+                for (b, rows) in yt.chunks(BLOCK).enumerate() {
+                    let mut sums = [[0.0; BLOCK]];
+                    sums[0][..rows.len()].copy_from_slice(rows);
+                    store(b * BLOCK, rows.len(), t, &sums);
+                }
+            }
+        }
+    }
+
     /// `y_j = M·x_j` for each vector `j` with `stage < needs[j]`: `x_j = xs[j·cols..][..cols]`,
     /// `y_j = ys[j·y_len..][..y_len]`. Each block is read once for all vectors, and every vector gets
     /// the bits it gets alone: each sum starts at zero and adds the products in column order, with
@@ -187,6 +247,15 @@ struct Geometry {
     cols: usize,
     y_len: usize,
     stage: usize,
+}
+
+/// Where [`BlockMatrix::apply_gathered`]'s vectors are.
+#[derive(Debug, Clone, Copy)]
+struct Gather<'a> {
+    rows: usize,
+    bases: &'a [usize],
+    t_step: usize,
+    n_t: usize,
 }
 
 crate::simd::avx2_dispatch!(
@@ -332,6 +401,99 @@ mod fused {
             }
             super::store(&sums, y, 0, b, g.y_len);
         }
+    }
+
+    /// Vectors per tile of [`gathered`]: four registers of a block's rows times three vectors
+    /// are twelve sums, which with the three broadcasts and a weight fill the sixteen registers.
+    pub(super) const TILE: usize = 3;
+
+    /// # Safety
+    /// The CPU has AVX2, FMA (and F16C for halves); `blocks` holds `g.rows` rows rounded up to
+    /// whole blocks of `g.bases.len()` columns, `scales` (8-bit storage) a scale per padded row,
+    /// and `x` every `g.bases[c] + t·g.t_step` for `t < g.n_t`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn gathered<T: Load8>(
+        blocks: &[T],
+        scales: Option<&[f32]>,
+        x: &[f32],
+        g: super::Gather,
+        store: &mut impl FnMut(usize, usize, usize, &[[f32; BLOCK]]),
+    ) {
+        let cols = g.bases.len();
+        let mut sums = [[0.0f32; BLOCK]; TILE];
+        for b in 0..g.rows.div_ceil(BLOCK) {
+            let p = blocks[b * BLOCK * cols..][..BLOCK * cols].as_ptr();
+            let scales = scales.map(|s| s[b * BLOCK..][..BLOCK].as_ptr());
+            let mut t = 0;
+            while t < g.n_t {
+                let n = (g.n_t - t).min(TILE);
+                // SAFETY: the block and its scales are in bounds (sliced above); the caller
+                // vouches for the gathered indices of vectors t..t + n.
+                unsafe {
+                    let x = x.as_ptr().add(t * g.t_step);
+                    match n {
+                        3 => tile::<T, 3>(p, scales, x, g, &mut sums),
+                        2 => tile::<T, 2>(p, scales, x, g, &mut sums),
+                        _ => tile::<T, 1>(p, scales, x, g, &mut sums),
+                    }
+                }
+                store(b * BLOCK, (g.rows - b * BLOCK).min(BLOCK), t, &sums[..n]);
+                t += n;
+            }
+        }
+    }
+
+    /// One block's sums for `N` vectors, the first at `x` (already offset to its vector), into
+    /// `sums[..N]`, scaled per row for 8-bit storage.
+    ///
+    /// # Safety
+    /// As [`gathered`], for `p` a block and `scales` its `BLOCK` scales.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn tile<T: Load8, const N: usize>(
+        p: *const T,
+        scales: Option<*const f32>,
+        x: *const f32,
+        g: super::Gather,
+        sums: &mut [[f32; BLOCK]; TILE],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); N]; BLOCK / 8];
+        for (c, &base) in g.bases.iter().enumerate() {
+            let mut v = [_mm256_setzero_ps(); N];
+            for (j, v) in v.iter_mut().enumerate() {
+                // SAFETY: element c of vector j, inside `x` (the caller's bounds).
+                *v = _mm256_set1_ps(unsafe { *x.add(base + j * g.t_step) });
+            }
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: eight values at 8·i of column c of the block.
+                let w = unsafe { T::load8(p.add(c * BLOCK + 8 * i)) };
+                for (a, &v) in acc.iter_mut().zip(&v) {
+                    *a = _mm256_fmadd_ps(w, v, *a);
+                }
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            // SAFETY: eight of the block's scales.
+            let scale = scales.map(|s| unsafe { _mm256_loadu_ps(s.add(8 * i)) });
+            for (j, &a) in acc.iter().enumerate() {
+                let a = scale.map_or(a, |s| _mm256_mul_ps(a, s));
+                // SAFETY: eight floats at 8·i of a BLOCK-long array.
+                unsafe { _mm256_storeu_ps(sums[j].as_mut_ptr().add(8 * i), a) };
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn gathered<T>(
+        _: &[T],
+        _: Option<&[f32]>,
+        _: &[f32],
+        _: super::Gather,
+        _: &mut impl FnMut(usize, usize, usize, &[[f32; BLOCK]]),
+    ) {
+        unreachable!("only called where `supported()`")
     }
 
     #[cfg(not(target_arch = "x86_64"))]
@@ -675,6 +837,51 @@ mod tests {
                         "{rows}×{cols} {:?} row {r}: {a} vs {b}",
                         bm.storage()
                     );
+                }
+            }
+        }
+    }
+
+    /// Gathered products (a strided convolution's windows, overlapping) equal a plain loop over
+    /// each gathered vector to rounding, in every storage, for every remainder of the tile; each
+    /// block's tiles arrive in ascending vector order, each vector exactly once.
+    #[test]
+    fn gathered_products_equal_a_plain_loop_to_rounding() {
+        let int8 = |r: usize, c: usize| ((((r * 7 + c * 3) % 255) as f32) - 127.0) / 256.0;
+        let half = |r: usize, c: usize| (((r * 31 + c * 17) % 2001) as f32 - 1000.5) / 1024.0;
+        let single = |r: usize, c: usize| ((r * 13 + c * 5) as f32 * 0.01).sin();
+        // (rows, channels, kernel, stride, vectors)
+        for (rows, ch, k, stride, n_t) in [(16, 8, 4, 2, 7), (70, 3, 5, 1, 5), (33, 16, 3, 4, 1)] {
+            let len = (n_t - 1) * stride + k;
+            let x: Vec<f32> = (0..ch * len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let bases: Vec<usize> = (0..ch * k).map(|col| col / k * len + col % k).collect();
+            for m in [&int8 as &dyn Fn(usize, usize) -> f32, &half, &single] {
+                let bm = BlockMatrix::new(rows, ch * k, m);
+                let mut y = vec![f32::NAN; rows * n_t];
+                let mut next = vec![0; rows.div_ceil(BLOCK)];
+                bm.apply_gathered(&x, &bases, stride, n_t, |row, n, t, sums| {
+                    let b = row / BLOCK;
+                    assert_eq!((row % BLOCK, n), (0, (rows - row).min(BLOCK)));
+                    assert_eq!(next[b], t, "block {b}");
+                    next[b] += sums.len();
+                    for (j, s) in sums.iter().enumerate() {
+                        for (i, &v) in s[..n].iter().enumerate() {
+                            y[(row + i) * n_t + t + j] = v;
+                        }
+                    }
+                });
+                assert!(next.iter().all(|&t| t == n_t));
+                for t in 0..n_t {
+                    let xt: Vec<f32> = bases.iter().map(|&b| x[b + t * stride]).collect();
+                    let want = plain(rows, ch * k, m, &xt);
+                    for (r, want) in want.iter().enumerate() {
+                        let got = y[r * n_t + t];
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (ch * k) as f32,
+                            "{rows}×{ch}×{k} {:?} row {r} vector {t}: {got} vs {want}",
+                            bm.storage()
+                        );
+                    }
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! Matrix-vector products of one stream's step, on a [`BlockMatrix`].
+//! Matrix products with one or a few vectors in one stream's step, on a [`BlockMatrix`].
 //!
 //! In one stream's step the largest layers act on a single vector: the LSTMs (`x·Wᵀ`, `h·Rᵀ`),
 //! the encoder's last downsampling conv and the conv after its LSTM (one output sample each), and
@@ -9,8 +9,16 @@
 //! half-precision numbers (the project's models are exported so), is read in fewer bytes; and a
 //! kernel that keeps twice the sums in flight with fused multiply-adds
 //! ([`BlockMatrix::apply_fused`]): in half precision it still waits on memory, at a quarter of the
-//! bytes it goes a quarter faster. Products with several vectors (batched streams) are left to
-//! tract, whose kernels then reuse each weight for all of them.
+//! bytes it goes a quarter faster.
+//!
+//! The step's other convolutions act on 8 to 320 samples. tract runs each as an im2col copy and a
+//! packed product (a transposed one as a product and a separate overlap-add pass), which for
+//! these sizes costs as much as the multiply-adds. Here each is a product of the weights with
+//! vectors read in place from the input ([`BlockMatrix::apply_gathered`]: a convolution's
+//! windows, a transposed convolution's input samples), whose sums go straight to their output
+//! samples: 7–9 % off a whole streaming round trip of the default model. Products with several
+//! streams' vectors (batched graphs) and long inputs are left to tract, whose kernels then reuse
+//! each weight for all of them.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -18,10 +26,18 @@ use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat, PaddingSpec, 
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use crate::block_matrix::BlockMatrix;
+use crate::block_matrix::{BLOCK, BlockMatrix};
 
-/// Smaller products stay with tract: the gain is in streaming large weights.
+/// Smaller products with one vector stay with tract: the gain is in streaming large weights.
 const MIN_WEIGHTS: usize = 16 * 1024;
+
+/// Convolutions with at most this many output samples (transposed ones: input samples) and
+/// weights are computed here too, their windows read in place: a step's convs between the first
+/// layers and the bottleneck (8 to 320 samples, 0.5 k to 82 k weights in the default model), where
+/// tract's packing and its 16-row kernel's remainder tiles cost more than the products. Larger
+/// ones (offline graphs specialised to a long input, the full-size model) stay with tract.
+const MAX_VECTORS: usize = 512;
+const MAX_GATHERED_WEIGHTS: usize = 128 * 1024;
 
 /// Replaces every matrix-vector product of a decluttered model, found as an `EinSum` with a
 /// constant matrix and one vector, a convolution with one output sample or a transposed
@@ -45,9 +61,13 @@ fn rewrite_from(model: &mut TypedModel, min_weights: usize) -> TractResult<usize
         } else {
             None
         };
-        if let Some((op, input)) =
-            op.filter(|(op, _)| op.matrix.rows() * op.matrix.cols() >= min_weights)
-        {
+        if let Some((op, input)) = op.filter(|(op, _)| {
+            let weights = op.matrix.rows() * op.matrix.cols();
+            match op.layout {
+                Layout::Vector => weights >= min_weights,
+                _ => weights <= MAX_GATHERED_WEIGHTS,
+            }
+        }) {
             found.push((node.id, op, input));
         }
     }
@@ -139,6 +159,8 @@ fn from_einsum(
     let op = MatVec {
         matrix: Arc::new(matrix),
         bias: None,
+        layout: Layout::Vector,
+        x_len: cols,
         out_shape,
     };
     Ok(Some((op, node.inputs[x_slot])))
@@ -182,8 +204,8 @@ fn conv_bias(
     Ok(Some(Some(rows)))
 }
 
-/// A convolution whose kernel spans its whole input: one output sample, the product of the
-/// weights with the input.
+/// A convolution of few output samples: the product of the weights with each window, read in
+/// place (one window, the whole input, is a plain matrix-vector product).
 fn from_conv(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Option<MatVec>> {
     if op.q_params.is_some()
         || op.kernel_fmt != KernelFormat::OIHW
@@ -191,10 +213,11 @@ fn from_conv(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Opt
     {
         return Ok(None);
     }
-    let Some(([1, c, len], [1, m, 1], w, [wm, wc, k])) = conv_parts(model, node) else {
+    let Some(([1, c, len], [1, m, n_t], w, [wm, wc, k])) = conv_parts(model, node) else {
         return Ok(None);
     };
-    if (wm, wc, k) != (m, c, len) {
+    let stride = op.pool_spec.strides()[0];
+    if (wm, wc) != (m, c) || len < k || (len - k) / stride + 1 != n_t || n_t > MAX_VECTORS {
         return Ok(None);
     }
     let Some(bias) = conv_bias(model, node, m, 1)? else {
@@ -202,15 +225,27 @@ fn from_conv(model: &TypedModel, node: &TypedNode, op: &Conv) -> TractResult<Opt
     };
     let v = plain_values(&w)?;
     let cols = c * k;
+    let layout = if n_t == 1 && len == k {
+        Layout::Vector
+    } else {
+        Layout::Conv {
+            bases: Arc::new((0..cols).map(|col| col / k * len + col % k).collect()),
+            stride,
+            n_t,
+        }
+    };
     Ok(Some(MatVec {
         matrix: Arc::new(BlockMatrix::new(m, cols, |r, col| v[r * cols + col])),
         bias: bias.map(Arc::new),
-        out_shape: tvec![1, m, 1],
+        layout,
+        x_len: c * len,
+        out_shape: tvec![1, m, n_t],
     }))
 }
 
-/// A transposed convolution of one input sample: output sample `j` of channel `o` is
-/// `Σ_c W[o, c, j] · x[c]` (tract stores the kernel `[O, I, K]`).
+/// A transposed convolution of few input samples: output sample `t·stride + j` of channel `o`
+/// gets `Σ_c W[o, c, j] · x[c, t]` from each input sample `t` (tract stores the kernel
+/// `[O, I, K]`), as rows `o·K + j` of the product with each input sample.
 fn from_deconv(model: &TypedModel, node: &TypedNode, op: &Deconv) -> TractResult<Option<MatVec>> {
     if op.kernel_format != KernelFormat::OIHW
         || op.adjustments.iter().any(|&a| a != 0)
@@ -218,23 +253,55 @@ fn from_deconv(model: &TypedModel, node: &TypedNode, op: &Deconv) -> TractResult
     {
         return Ok(None);
     }
-    let Some(([1, c, 1], [1, o, len], w, [wo, wc, k])) = conv_parts(model, node) else {
+    let Some(([1, c, n_t], [1, o, len], w, [wo, wc, k])) = conv_parts(model, node) else {
         return Ok(None);
     };
-    if (wo, wc, k) != (o, c, len) {
+    let stride = op.pool_spec.strides()[0];
+    if (wo, wc) != (o, c) || n_t == 0 || (n_t - 1) * stride + k != len || n_t > MAX_VECTORS {
         return Ok(None);
     }
-    let Some(bias) = conv_bias(model, node, o, k)? else {
+    let per_row = if n_t == 1 { k } else { 1 };
+    let Some(bias) = conv_bias(model, node, o, per_row)? else {
         return Ok(None);
     };
     let v = plain_values(&w)?;
+    let layout = if n_t == 1 {
+        Layout::Vector
+    } else {
+        Layout::Deconv {
+            bases: Arc::new((0..c).map(|col| col * n_t).collect()),
+            runs: Arc::new(deconv_runs(o, k, len)),
+            stride,
+            n_t,
+        }
+    };
     Ok(Some(MatVec {
         matrix: Arc::new(BlockMatrix::new(o * k, c, |r, col| {
             v[((r / k) * c + col) * k + r % k]
         })),
         bias: bias.map(Arc::new),
+        layout,
+        x_len: c * n_t,
         out_shape: tvec![1, o, len],
     }))
+}
+
+/// For each block of rows `o·k + j` (output `o`, kernel tap `j`), its runs of rows whose outputs
+/// `o·len + j` are consecutive: a run ends at a block's end or an output channel's.
+fn deconv_runs(o: usize, k: usize, len: usize) -> Vec<Vec<(usize, usize, usize)>> {
+    let rows = o * k;
+    (0..rows.div_ceil(BLOCK))
+        .map(|b| {
+            let mut runs = vec![];
+            let mut r = b * BLOCK;
+            while r < rows.min((b + 1) * BLOCK) {
+                let n = (k - r % k).min((b + 1) * BLOCK - r).min(rows - r);
+                runs.push((r - b * BLOCK, n, r / k * len + r % k));
+                r += n;
+            }
+            runs
+        })
+        .collect()
 }
 
 /// The input and output shapes of a 1-D (transposed) convolution with concrete rank-3 shapes and
@@ -249,12 +316,40 @@ fn conv_parts(model: &TypedModel, node: &TypedNode) -> Option<ConvParts> {
     Some((x[..].try_into().ok()?, out[..].try_into().ok()?, w, w_shape))
 }
 
-/// `y = M·x (+ bias)`, `x` being the input's values in order, `y` shaped `out_shape`.
+/// Products of a matrix `M` with the input's values, laid out by `layout`, plus `bias` (one per
+/// row of `M`, or per output channel of a transposed convolution of several samples); the output
+/// shaped `out_shape`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatVec {
     matrix: Arc<BlockMatrix>,
     bias: Option<Arc<Vec<f32>>>,
+    layout: Layout,
+    /// The input's length.
+    x_len: usize,
     out_shape: TVec<usize>,
+}
+
+/// How the input's values make the vectors, and the products the output.
+#[derive(Debug, Clone, PartialEq, Hash)]
+enum Layout {
+    /// `y = M·x`, `x` the input's values in order.
+    Vector,
+    /// A convolution's `n_t` output samples: `y[r, t] = Σ_c M[r, c] · x[bases[c] + t·stride]`.
+    Conv {
+        bases: Arc<Vec<usize>>,
+        stride: usize,
+        n_t: usize,
+    },
+    /// A transposed convolution of `n_t` input samples (`x[c, t]` at `bases[c] + t`): row
+    /// `o·K + j` of the product with sample `t` is added to output `o` at sample `t·stride + j`.
+    /// `runs[b]` lists block `b`'s runs of rows whose outputs are consecutive, as (first row in
+    /// the block, rows, output index at `t = 0`).
+    Deconv {
+        bases: Arc<Vec<usize>>,
+        runs: Arc<Vec<Vec<(usize, usize, usize)>>>,
+        stride: usize,
+        n_t: usize,
+    },
 }
 
 impl Eq for MatVec {}
@@ -262,6 +357,7 @@ impl Eq for MatVec {}
 impl std::hash::Hash for MatVec {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         self.out_shape.hash(h);
+        self.layout.hash(h);
         self.matrix.hash_values(h);
         (self.bias.iter().flat_map(|b| b.iter())).for_each(|v| v.to_bits().hash(h));
     }
@@ -269,7 +365,12 @@ impl std::hash::Hash for MatVec {
 
 impl Op for MatVec {
     fn name(&self) -> StaticName {
-        "MatVec".into()
+        match self.layout {
+            Layout::Vector => "MatVec",
+            Layout::Conv { .. } => "GatheredConv",
+            Layout::Deconv { .. } => "GatheredDeconv",
+        }
+        .into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -291,19 +392,60 @@ impl EvalOp for MatVec {
         let input = inputs[0].try_as_plain_ram()?;
         let x = input.as_slice::<f32>()?;
         ensure!(
-            x.len() == self.matrix.cols(),
-            "MatVec: a vector of {} for {} columns",
+            x.len() == self.x_len,
+            "{}: an input of {} values for {}",
+            self.name(),
             x.len(),
-            self.matrix.cols()
+            self.x_len
         );
         let mut out = Tensor::zero::<f32>(&self.out_shape)?;
         {
             let mut plain = out.try_as_plain_ram_mut()?;
             let y = plain.as_slice_mut::<f32>()?;
-            self.matrix.apply_fused(x, y);
-            if let Some(bias) = &self.bias {
-                for (y, b) in y.iter_mut().zip(bias.iter()) {
-                    *y += b;
+            let bias = self.bias.as_deref().map(|b| &b[..]);
+            match &self.layout {
+                Layout::Vector => {
+                    self.matrix.apply_fused(x, y);
+                    for (y, b) in y.iter_mut().zip(bias.into_iter().flatten()) {
+                        *y += b;
+                    }
+                }
+                Layout::Conv { bases, stride, n_t } => {
+                    let n_t = *n_t;
+                    self.matrix
+                        .apply_gathered(x, bases, *stride, n_t, |row, rows, t, sums| {
+                            let out = y[row * n_t..].chunks_exact_mut(n_t).take(rows);
+                            for (i, out) in out.enumerate() {
+                                let b = bias.map_or(0.0, |b| b[row + i]);
+                                for (o, s) in out[t..].iter_mut().zip(sums) {
+                                    *o = s[i] + b;
+                                }
+                            }
+                        });
+                }
+                Layout::Deconv {
+                    bases,
+                    runs,
+                    stride,
+                    n_t,
+                } => {
+                    let len = self.out_shape[2];
+                    if let Some(bias) = bias {
+                        for (y, &b) in y.chunks_exact_mut(len).zip(bias) {
+                            y.fill(b);
+                        }
+                    }
+                    self.matrix
+                        .apply_gathered(x, bases, 1, *n_t, |row, _, t, sums| {
+                            for &(first, n, at) in &runs[row / BLOCK] {
+                                for (j, s) in sums.iter().enumerate() {
+                                    let out = &mut y[at + (t + j) * stride..][..n];
+                                    for (o, &s) in out.iter_mut().zip(&s[first..][..n]) {
+                                        *o += s;
+                                    }
+                                }
+                            }
+                        });
                 }
             }
         }
@@ -324,8 +466,11 @@ mod tests {
     use crate::block_matrix::Storage;
 
     /// A step graph's decluttered model, with `min_weights` products rewritten (`None`: none),
-    /// made runnable; how many were rewritten, and how each of those keeps its matrix.
-    fn plan(bytes: &[u8], min_weights: Option<usize>) -> (crate::model::Plan, usize, Vec<Storage>) {
+    /// made runnable; how many were rewritten, and each one's op name and storage.
+    fn plan(
+        bytes: &[u8],
+        min_weights: Option<usize>,
+    ) -> (crate::model::Plan, usize, Vec<(StaticName, Storage)>) {
         let model = super::super::read_for_cpu(bytes, None).unwrap();
         let mut typed = model.into_typed().unwrap().into_decluttered().unwrap();
         let n = min_weights.map_or(0, |m| rewrite_from(&mut typed, m).unwrap());
@@ -333,7 +478,7 @@ mod tests {
             .nodes()
             .iter()
             .filter_map(|node| node.op_as::<MatVec>())
-            .map(|op| op.matrix.storage())
+            .map(|op| (op.name(), op.matrix.storage()))
             .collect();
         let plan: Arc<TypedRunnableModel> =
             typed.into_optimized().unwrap().into_runnable().unwrap();
@@ -377,17 +522,22 @@ mod tests {
 
     /// The default model's step graphs: the four LSTM products and the two convs on one sample
     /// (encoder: the last downsampling conv and the conv after the LSTM; decoder: the conv
-    /// before the LSTM and the first transposed conv) are rewritten, kept as 8-bit integers (the
-    /// model is exported with `--weights int8`) on any CPU, and the graphs compute what tract
-    /// computes to float rounding.
+    /// before the LSTM and the first transposed conv) become matrix-vector products; every conv
+    /// of at most 512 output samples (transposed: input samples) and no padding becomes a
+    /// gathered product; all are kept as 8-bit integers (the model is exported with
+    /// `--weights int8`) on any CPU, and the graphs compute what tract computes to float rounding.
     #[test]
     fn default_model_products_rewritten_and_unchanged() {
-        for file in ["encoder_step.onnx", "decoder_step.onnx"] {
+        for (file, convs, deconvs) in [("encoder_step.onnx", 8, 0), ("decoder_step.onnx", 4, 4)] {
             let bytes = read("models/default", file);
-            let (ours, n, storage) = plan(&bytes, Some(MIN_WEIGHTS));
+            let (ours, n, ops) = plan(&bytes, Some(MIN_WEIGHTS));
             let (plain, _, _) = plan(&bytes, None);
-            assert_eq!(n, 6, "{file}");
-            assert_eq!(storage, vec![Storage::Int8; 6], "{file}");
+            let count = |name: &str| ops.iter().filter(|(n, _)| n == name).count();
+            assert_eq!(count("MatVec"), 6, "{file}");
+            assert_eq!(count("GatheredConv"), convs, "{file}");
+            assert_eq!(count("GatheredDeconv"), deconvs, "{file}");
+            assert_eq!(n, ops.len(), "{file}");
+            assert!(ops.iter().all(|(_, s)| *s == Storage::Int8), "{file}");
             let d = compare(&ours, &plain);
             assert!(d < 1e-5, "{file}: {d}");
         }

@@ -23,7 +23,9 @@
 //!   overlap-add (seven slice, add and concat nodes the exporter writes) as one op.
 //! * [`mat_vec`]: a single stream's products of a matrix with one vector (LSTMs, the convs on
 //!   one sample at the bottleneck) on a [`crate::block_matrix::BlockMatrix`], read as 8-bit
-//!   integers or halves when the weights are exported so, with fused multiply-adds.
+//!   integers or halves when the weights are exported so, with fused multiply-adds; and its
+//!   other convolutions (up to 512 output samples, transposed: input samples) as products with
+//!   windows read in place, without tract's im2col copy or separate overlap-add pass.
 //! * [`batch_layout`]: step graphs that run several streams at once get their convolutions as
 //!   batch-one 2-D convolutions over a stream-second layout.
 //! * [`batch_bias`]: in plans that run several streams at once, per-channel constants tiled over
