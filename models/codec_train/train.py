@@ -125,6 +125,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, help="Adam learning rate: 5e-4 for a new run; given on a resumed run, it "
                     "replaces the checkpoint's (to anneal a run that has flattened)")
     ap.add_argument("--adv-start", type=int, default=20000, help="step at which the discriminator joins")
+    ap.add_argument("--disc-ch", type=int, default=16,
+                    help="channels of each discriminator conv (8 costs about a third of 16's multiply-adds); a "
+                    "resumed run whose saved discriminator has other channels starts a fresh one")
+    ap.add_argument("--disc-crops", type=int, default=0,
+                    help="the discriminator sees only the first N crops of each batch (0: all): a cheaper "
+                    "adversarial stage on a CPU")
     ap.add_argument("--wav-weight", type=float, default=0.1, help="weight of the waveform L1 loss")
     ap.add_argument("--wav-loss", choices=["l1", "rel", "sisnr"], default="l1",
                     help="l1: plain L1 (dominated by the loudest crops of the 40 dB level range); "
@@ -149,7 +155,7 @@ def main() -> None:
     dev = torch.device(args.device)
     conf = NetConf(n_filters=args.n_filters, dimension=args.dimension)
     model = Codec(conf).to(dev)
-    disc = MSSTFTDisc().to(dev)
+    disc = MSSTFTDisc(ch=args.disc_ch).to(dev)
     mel, mag = MultiScaleMel(conf.sample_rate).to(dev), MagnitudeSpectrum().to(dev)
     harm = HarmonicSpectrum().to(dev)
     lr = args.lr or 5e-4
@@ -168,9 +174,12 @@ def main() -> None:
         if ck["conf"] != conf.to_dict():
             raise SystemExit(f"{ckpt_path} was trained with {ck['conf']}, not {conf.to_dict()}")
         model.load_state_dict(ck["model"])
-        disc.load_state_dict(ck["disc"])
         opt_g.load_state_dict(ck["opt_g"])
-        opt_d.load_state_dict(ck["opt_d"])
+        if all(v.shape == ck["disc"][k].shape for k, v in disc.state_dict().items()):
+            disc.load_state_dict(ck["disc"])
+            opt_d.load_state_dict(ck["opt_d"])
+        else:
+            print(f"a fresh discriminator with {args.disc_ch} channels (the checkpoint's has others)", flush=True)
         step, wall = ck["step"], ck["wall"]
         if args.lr:
             for opt in (opt_g, opt_d):
@@ -240,8 +249,9 @@ def main() -> None:
             l_harm = harm(y, x)
             loss = loss + args.harm_weight * l_harm
             parts["harm"] = l_harm.item()
+        n_d = args.disc_crops or args.batch
         if step >= args.adv_start:
-            fake, real = disc(y), disc(x)
+            fake, real = disc(y[:n_d]), disc(x[:n_d])
             adv, feat = gen_adv_losses(real, fake)
             loss = loss + 0.3 * adv + 1.0 * feat
             parts.update(adv=adv.item(), feat=feat.item())
@@ -250,7 +260,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt_g.step()
         if step >= args.adv_start:
-            d = disc_loss(disc(x), disc(y.detach()))
+            d = disc_loss(disc(x[:n_d]), disc(y[:n_d].detach()))
             opt_d.zero_grad(set_to_none=True)
             d.backward()
             opt_d.step()
