@@ -14,8 +14,13 @@
 //! whose every value is a half-precision number is stored in half precision where the CPU
 //! converts it in hardware: half the bytes, the same values, so the same sums bit for bit.
 
+use std::ops::Range;
+
 /// Rows summed together: four AVX2 registers (eight SSE ones).
 pub(crate) const BLOCK: usize = 32;
+
+/// Half a block: [`BlockMatrix::apply_gathered`] may store a block's products half by half.
+pub(crate) const HALF: usize = BLOCK / 2;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BlockMatrix {
@@ -135,19 +140,20 @@ impl BlockMatrix {
 
     /// `M·x_t` for `n_t` vectors gathered from `x`: element `c` of vector `t` is
     /// `x[bases[c] + t·t_step]` (a convolution's windows, a transposed convolution's input
-    /// samples, read in place). The products come a tile at a time: `store(row, rows, t, sums)`
-    /// receives rows `row..row + rows` (within one block) of the products with vectors
-    /// `t..t + sums.len()`, `sums[j][i]` being row `row + i` of vector `t + j`; a block's tiles
-    /// arrive in ascending `t`. With AVX2 and FMA each weight is read (and converted) once for up
-    /// to [`fused::TILE`] vectors, with fused multiply-adds: the sums differ from
-    /// [`apply`](Self::apply)'s in rounding only; elsewhere through `apply`.
+    /// samples, read in place). The products come a tile at a time: `store(row, lanes, t, sums)`
+    /// receives rows `row + i` for `i` in `lanes` of the products with vectors `t..t + sums.len()`,
+    /// `sums[j][i]` being that row of vector `t + j`; `row` is a block's first row, `lanes` is the
+    /// whole block or one of its halves ([`HALF`] rows), and each part's tiles arrive in ascending
+    /// `t`. With AVX2 and FMA each weight is read (and converted) once for up to [`fused::TILE`]
+    /// vectors, with fused multiply-adds: the sums differ from [`apply`](Self::apply)'s in rounding
+    /// only; elsewhere through `apply`.
     pub(crate) fn apply_gathered(
         &self,
         x: &[f32],
         bases: &[usize],
         t_step: usize,
         n_t: usize,
-        mut store: impl FnMut(usize, usize, usize, &[[f32; BLOCK]]),
+        mut store: impl FnMut(usize, Range<usize>, usize, &[[f32; BLOCK]]),
     ) {
         assert_eq!(bases.len(), self.cols);
         if n_t == 0 {
@@ -187,7 +193,7 @@ impl BlockMatrix {
                 for (b, rows) in yt.chunks(BLOCK).enumerate() {
                     let mut sums = [[0.0; BLOCK]];
                     sums[0][..rows.len()].copy_from_slice(rows);
-                    store(b * BLOCK, rows.len(), t, &sums);
+                    store(b * BLOCK, 0..rows.len(), t, &sums);
                 }
             }
         }
@@ -292,11 +298,12 @@ fn store(acc: &[f32; BLOCK], ys: &mut [f32], j: usize, b: usize, y_len: usize) {
     ys[j * y_len + b * BLOCK..][..n].copy_from_slice(&acc[..n]);
 }
 
-/// [`BlockMatrix::apply_fused`]'s kernel, for each storage.
+/// [`BlockMatrix::apply_fused`]'s and [`BlockMatrix::apply_gathered`]'s kernels, for each storage.
 mod fused {
-    use super::{BLOCK, Geometry};
+    use super::{BLOCK, Geometry, HALF};
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
     pub(super) fn supported() -> bool {
         #[cfg(target_arch = "x86_64")]
@@ -403,9 +410,16 @@ mod fused {
         }
     }
 
-    /// Vectors per tile of [`gathered`]: four registers of a block's rows times three vectors
-    /// are twelve sums, which with the three broadcasts and a weight fill the sixteen registers.
-    pub(super) const TILE: usize = 3;
+    /// Most vectors per tile of [`gathered`]. A tile keeps `R·N ≤ 12` sums in registers (`R`
+    /// registers of eight rows each times `N` vectors), which with `min(R, N)` weights or
+    /// broadcasts and one more fit the sixteen registers: `N` is 3 for a whole block, 6 for a
+    /// half, 12 for eight rows.
+    pub(super) const TILE: usize = 12;
+
+    /// Below this many vectors a whole block's rows go through one tile of three vectors; from it
+    /// each half goes through tiles of six (each weight converted once for six vectors; fewer
+    /// wasted lanes in the last tile for short runs of vectors, such as 8).
+    const HALVES_FROM: usize = 24;
 
     /// # Safety
     /// The CPU has AVX2, FMA (and F16C for halves); `blocks` holds `g.rows` rows rounded up to
@@ -418,69 +432,127 @@ mod fused {
         scales: Option<&[f32]>,
         x: &[f32],
         g: super::Gather,
-        store: &mut impl FnMut(usize, usize, usize, &[[f32; BLOCK]]),
+        store: &mut impl FnMut(usize, Range<usize>, usize, &[[f32; BLOCK]]),
     ) {
         let cols = g.bases.len();
         let mut sums = [[0.0f32; BLOCK]; TILE];
         for b in 0..g.rows.div_ceil(BLOCK) {
-            let p = blocks[b * BLOCK * cols..][..BLOCK * cols].as_ptr();
-            let scales = scales.map(|s| s[b * BLOCK..][..BLOCK].as_ptr());
-            let mut t = 0;
-            while t < g.n_t {
-                let n = (g.n_t - t).min(TILE);
-                // SAFETY: the block and its scales are in bounds (sliced above); the caller
-                // vouches for the gathered indices of vectors t..t + n.
+            let rows = (g.rows - b * BLOCK).min(BLOCK);
+            let part = |lanes: Range<usize>| Part {
+                p: blocks[b * BLOCK * cols + lanes.start..][..BLOCK * cols - lanes.start].as_ptr(),
+                scales: scales
+                    .map(|s| s[b * BLOCK + lanes.start..][..BLOCK - lanes.start].as_ptr()),
+                row: b * BLOCK,
+                lanes,
+            };
+            let parts = if rows > HALF && g.n_t >= HALVES_FROM {
+                [Some(part(0..HALF)), Some(part(HALF..rows))]
+            } else {
+                [Some(part(0..rows)), None]
+            };
+            for part in parts.into_iter().flatten() {
+                // SAFETY: the part and its scales are in bounds (sliced above); the caller vouches
+                // for the gathered indices.
                 unsafe {
-                    let x = x.as_ptr().add(t * g.t_step);
-                    match n {
-                        3 => tile::<T, 3>(p, scales, x, g, &mut sums),
-                        2 => tile::<T, 2>(p, scales, x, g, &mut sums),
-                        _ => tile::<T, 1>(p, scales, x, g, &mut sums),
+                    match part.lanes.len().div_ceil(8) {
+                        1 => tiles::<T, 1, 12>(part, x, g, &mut sums, store),
+                        2 => tiles::<T, 2, 6>(part, x, g, &mut sums, store),
+                        3 => tiles::<T, 3, 4>(part, x, g, &mut sums, store),
+                        _ => tiles::<T, 4, 3>(part, x, g, &mut sums, store),
                     }
                 }
-                store(b * BLOCK, (g.rows - b * BLOCK).min(BLOCK), t, &sums[..n]);
-                t += n;
             }
         }
     }
 
-    /// One block's sums for `N` vectors, the first at `x` (already offset to its vector), into
-    /// `sums[..N]`, scaled per row for 8-bit storage.
+    /// Rows of one block that [`gathered`] computes together: the block's first row, which of its
+    /// rows (lanes), their first value in the block's first column and their scales.
+    #[derive(Clone)]
+    struct Part<T> {
+        p: *const T,
+        scales: Option<*const f32>,
+        row: usize,
+        lanes: Range<usize>,
+    }
+
+    /// A part's products with all vectors, `N` at a time (a last, partial tile repeats its last
+    /// vector and stores only the real ones), `R` registers of rows.
     ///
     /// # Safety
-    /// As [`gathered`], for `p` a block and `scales` its `BLOCK` scales.
+    /// As [`gathered`], for a part of a block within `blocks`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn tile<T: Load8, const N: usize>(
-        p: *const T,
-        scales: Option<*const f32>,
-        x: *const f32,
+    unsafe fn tiles<T: Load8, const R: usize, const N: usize>(
+        part: Part<T>,
+        x: &[f32],
         g: super::Gather,
         sums: &mut [[f32; BLOCK]; TILE],
+        store: &mut impl FnMut(usize, Range<usize>, usize, &[[f32; BLOCK]]),
     ) {
-        let mut acc = [[_mm256_setzero_ps(); N]; BLOCK / 8];
-        for (c, &base) in g.bases.iter().enumerate() {
-            let mut v = [_mm256_setzero_ps(); N];
-            for (j, v) in v.iter_mut().enumerate() {
-                // SAFETY: element c of vector j, inside `x` (the caller's bounds).
-                *v = _mm256_set1_ps(unsafe { *x.add(base + j * g.t_step) });
-            }
-            for (i, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: eight values at 8·i of column c of the block.
-                let w = unsafe { T::load8(p.add(c * BLOCK + 8 * i)) };
-                for (a, &v) in acc.iter_mut().zip(&v) {
-                    *a = _mm256_fmadd_ps(w, v, *a);
+        let mut t = 0;
+        while t < g.n_t {
+            let n = (g.n_t - t).min(N);
+            let offsets: [usize; N] = std::array::from_fn(|j| (t + j.min(n - 1)) * g.t_step);
+            // SAFETY: vectors t..t + n exist (the caller's bounds), and the offsets repeat the
+            // last of them past n.
+            unsafe { tile::<T, R, N>(&part, x.as_ptr(), g.bases, &offsets, sums) };
+            store(part.row, part.lanes.clone(), t, &sums[..n]);
+            t += n;
+        }
+    }
+
+    /// The part's rows (`8·R` from its first, padding included) times the `N` vectors at
+    /// `offsets`, into `sums[..N]` at the part's lanes, scaled per row for 8-bit storage.
+    ///
+    /// # Safety
+    /// As [`gathered`], every `bases[c] + offsets[j]` inside `x`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn tile<T: Load8, const R: usize, const N: usize>(
+        part: &Part<T>,
+        x: *const f32,
+        bases: &[usize],
+        offsets: &[usize; N],
+        sums: &mut [[f32; BLOCK]; TILE],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); N]; R];
+        for (c, &base) in bases.iter().enumerate() {
+            // SAFETY (both orders): element c of each gathered vector is inside `x` (the caller's
+            // bounds), and eight values at 8·i of the part's column c are inside the block.
+            // Whichever of the weights (R) and the broadcasts (N) are fewer is held in registers
+            // while the other streams through one at a time: R·N sums + min(R, N) + 1 registers.
+            if R < N {
+                let w: [__m256; R] =
+                    std::array::from_fn(|i| unsafe { T::load8(part.p.add(c * BLOCK + 8 * i)) });
+                for (j, &o) in offsets.iter().enumerate() {
+                    let v = _mm256_set1_ps(unsafe { *x.add(base + o) });
+                    for (acc, &w) in acc.iter_mut().zip(&w) {
+                        acc[j] = _mm256_fmadd_ps(w, v, acc[j]);
+                    }
+                }
+            } else {
+                let v: [__m256; N] =
+                    std::array::from_fn(|j| _mm256_set1_ps(unsafe { *x.add(base + offsets[j]) }));
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let w = unsafe { T::load8(part.p.add(c * BLOCK + 8 * i)) };
+                    for (a, &v) in acc.iter_mut().zip(&v) {
+                        *a = _mm256_fmadd_ps(w, v, *a);
+                    }
                 }
             }
         }
+        let lane = part.lanes.start;
         for (i, acc) in acc.iter().enumerate() {
-            // SAFETY: eight of the block's scales.
-            let scale = scales.map(|s| unsafe { _mm256_loadu_ps(s.add(8 * i)) });
+            // SAFETY: eight of the part's scales (padding rows have scales too).
+            let scale = part
+                .scales
+                .map(|s| unsafe { _mm256_loadu_ps(s.add(8 * i)) });
             for (j, &a) in acc.iter().enumerate() {
                 let a = scale.map_or(a, |s| _mm256_mul_ps(a, s));
-                // SAFETY: eight floats at 8·i of a BLOCK-long array.
-                unsafe { _mm256_storeu_ps(sums[j].as_mut_ptr().add(8 * i), a) };
+                // SAFETY: eight floats at lane + 8·i ≤ BLOCK - 8 of a BLOCK-long array.
+                unsafe { _mm256_storeu_ps(sums[j].as_mut_ptr().add(lane + 8 * i), a) };
             }
         }
     }
@@ -491,7 +563,7 @@ mod fused {
         _: Option<&[f32]>,
         _: &[f32],
         _: super::Gather,
-        _: &mut impl FnMut(usize, usize, usize, &[[f32; BLOCK]]),
+        _: &mut impl FnMut(usize, Range<usize>, usize, &[[f32; BLOCK]]),
     ) {
         unreachable!("only called where `supported()`")
     }
@@ -851,22 +923,32 @@ mod tests {
         let half = |r: usize, c: usize| (((r * 31 + c * 17) % 2001) as f32 - 1000.5) / 1024.0;
         let single = |r: usize, c: usize| ((r * 13 + c * 5) as f32 * 0.01).sin();
         // (rows, channels, kernel, stride, vectors)
-        for (rows, ch, k, stride, n_t) in [(16, 8, 4, 2, 7), (70, 3, 5, 1, 5), (33, 16, 3, 4, 1)] {
+        let shapes = [
+            (16, 8, 4, 2, 7),
+            (70, 3, 5, 1, 5),
+            (33, 16, 3, 4, 1),
+            (16, 4, 3, 1, 14),
+            (40, 2, 2, 3, 13),
+            (88, 5, 1, 1, 26),
+        ];
+        for (rows, ch, k, stride, n_t) in shapes {
             let len = (n_t - 1) * stride + k;
             let x: Vec<f32> = (0..ch * len).map(|i| (i as f32 * 0.37).sin()).collect();
             let bases: Vec<usize> = (0..ch * k).map(|col| col / k * len + col % k).collect();
             for m in [&int8 as &dyn Fn(usize, usize) -> f32, &half, &single] {
                 let bm = BlockMatrix::new(rows, ch * k, m);
                 let mut y = vec![f32::NAN; rows * n_t];
-                let mut next = vec![0; rows.div_ceil(BLOCK)];
-                bm.apply_gathered(&x, &bases, stride, n_t, |row, n, t, sums| {
-                    let b = row / BLOCK;
-                    assert_eq!((row % BLOCK, n), (0, (rows - row).min(BLOCK)));
-                    assert_eq!(next[b], t, "block {b}");
-                    next[b] += sums.len();
+                // For each row, the next vector it expects.
+                let mut next = vec![0; rows];
+                bm.apply_gathered(&x, &bases, stride, n_t, |row, lanes, t, sums| {
+                    assert_eq!(row % BLOCK, 0);
+                    assert!(matches!(lanes.start, 0 | HALF) && lanes.start < lanes.end);
+                    assert!(lanes.end <= BLOCK.min(rows - row));
                     for (j, s) in sums.iter().enumerate() {
-                        for (i, &v) in s[..n].iter().enumerate() {
-                            y[(row + i) * n_t + t + j] = v;
+                        for i in lanes.clone() {
+                            assert_eq!(next[row + i], t + j, "row {}", row + i);
+                            next[row + i] += 1;
+                            y[(row + i) * n_t + t + j] = s[i];
                         }
                     }
                 });

@@ -26,7 +26,7 @@ use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat, PaddingSpec, 
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use crate::block_matrix::{BLOCK, BlockMatrix};
+use crate::block_matrix::{BLOCK, BlockMatrix, HALF};
 
 /// Smaller products with one vector stay with tract: the gain is in streaming large weights.
 const MIN_WEIGHTS: usize = 16 * 1024;
@@ -287,7 +287,8 @@ fn from_deconv(model: &TypedModel, node: &TypedNode, op: &Deconv) -> TractResult
 }
 
 /// For each block of rows `o·k + j` (output `o`, kernel tap `j`), its runs of rows whose outputs
-/// `o·len + j` are consecutive: a run ends at a block's end or an output channel's.
+/// `o·len + j` are consecutive: a run ends at an output channel's end or a half block's (the
+/// products may come half a block at a time).
 fn deconv_runs(o: usize, k: usize, len: usize) -> Vec<Vec<(usize, usize, usize)>> {
     let rows = o * k;
     (0..rows.div_ceil(BLOCK))
@@ -295,7 +296,7 @@ fn deconv_runs(o: usize, k: usize, len: usize) -> Vec<Vec<(usize, usize, usize)>
             let mut runs = vec![];
             let mut r = b * BLOCK;
             while r < rows.min((b + 1) * BLOCK) {
-                let n = (k - r % k).min((b + 1) * BLOCK - r).min(rows - r);
+                let n = (k - r % k).min(HALF - r % HALF).min(rows - r);
                 runs.push((r - b * BLOCK, n, r / k * len + r % k));
                 r += n;
             }
@@ -343,7 +344,7 @@ enum Layout {
     /// A transposed convolution of `n_t` input samples (`x[c, t]` at `bases[c] + t`): row
     /// `o·K + j` of the product with sample `t` is added to output `o` at sample `t·stride + j`.
     /// `runs[b]` lists block `b`'s runs of rows whose outputs are consecutive, as (first row in
-    /// the block, rows, output index at `t = 0`).
+    /// the block, rows, output index at `t = 0`), none across half blocks.
     Deconv {
         bases: Arc<Vec<usize>>,
         runs: Arc<Vec<Vec<(usize, usize, usize)>>>,
@@ -413,11 +414,11 @@ impl EvalOp for MatVec {
                 Layout::Conv { bases, stride, n_t } => {
                     let n_t = *n_t;
                     self.matrix
-                        .apply_gathered(x, bases, *stride, n_t, |row, rows, t, sums| {
-                            let out = y[row * n_t..].chunks_exact_mut(n_t).take(rows);
-                            for (i, out) in out.enumerate() {
+                        .apply_gathered(x, bases, *stride, n_t, |row, lanes, t, sums| {
+                            for i in lanes {
                                 let b = bias.map_or(0.0, |b| b[row + i]);
-                                for (o, s) in out[t..].iter_mut().zip(sums) {
+                                let out = &mut y[(row + i) * n_t + t..][..sums.len()];
+                                for (o, s) in out.iter_mut().zip(sums) {
                                     *o = s[i] + b;
                                 }
                             }
@@ -436,8 +437,9 @@ impl EvalOp for MatVec {
                         }
                     }
                     self.matrix
-                        .apply_gathered(x, bases, 1, *n_t, |row, _, t, sums| {
-                            for &(first, n, at) in &runs[row / BLOCK] {
+                        .apply_gathered(x, bases, 1, *n_t, |row, lanes, t, sums| {
+                            let runs = runs[row / BLOCK].iter();
+                            for &(first, n, at) in runs.filter(|r| lanes.contains(&r.0)) {
                                 for (j, s) in sums.iter().enumerate() {
                                     let out = &mut y[at + (t + j) * stride..][..n];
                                     for (o, &s) in out.iter_mut().zip(&s[first..][..n]) {
