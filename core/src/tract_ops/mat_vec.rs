@@ -41,8 +41,9 @@ const MAX_GATHERED_WEIGHTS: usize = 128 * 1024;
 
 /// Replaces every matrix-vector product of a decluttered model, found as an `EinSum` with a
 /// constant matrix and one vector, a convolution with one output sample or a transposed
-/// convolution of one input sample, by [`MatVec`]. Run it between decluttering and optimising.
-/// Returns how many were replaced.
+/// convolution of one input sample, and every other unpadded 1-D (transposed) convolution of at
+/// most [`MAX_VECTORS`] output (input) samples and [`MAX_GATHERED_WEIGHTS`] weights, by
+/// [`MatVec`]. Run it between decluttering and optimising. Returns how many were replaced.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     rewrite_from(model, MIN_WEIGHTS)
 }
