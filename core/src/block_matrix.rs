@@ -300,7 +300,9 @@ fn store(acc: &[f32; BLOCK], ys: &mut [f32], j: usize, b: usize, y_len: usize) {
 
 /// [`BlockMatrix::apply_fused`]'s and [`BlockMatrix::apply_gathered`]'s kernels, for each storage.
 mod fused {
-    use super::{BLOCK, Geometry, HALF};
+    #[cfg(target_arch = "x86_64")]
+    use super::HALF;
+    use super::{BLOCK, Geometry};
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
     use std::ops::Range;
@@ -416,9 +418,9 @@ mod fused {
     /// half, 12 for eight rows.
     pub(super) const TILE: usize = 12;
 
-    /// Below this many vectors a whole block's rows go through one tile of three vectors; from it
-    /// each half goes through tiles of six (each weight converted once for six vectors; fewer
-    /// wasted lanes in the last tile for short runs of vectors, such as 8).
+    /// From this many vectors on, a whole block is taken half by half in tiles of six vectors
+    /// (each weight converted once per six); below it (a step's convs of 8 samples) in tiles of
+    /// three, whose last tile wastes fewer lanes.
     const HALVES_FROM: usize = 24;
 
     /// # Safety
