@@ -133,11 +133,15 @@ def eval_clip(args: tuple) -> dict:
     return out
 
 
+def groups(results: list[dict]) -> dict[str, list[dict]]:
+    """The clips reported apart: synthetic speech, and the real recordings (`engine=real`)."""
+    return {"held-out synthetic": [r for r in results if r["engine"] != "real"],
+            "held-out real (IVR prompts)": [r for r in results if r["engine"] == "real"]}
+
+
 def summarise(results: list[dict]) -> dict:
-    groups = {"held-out synthetic": [r for r in results if r["engine"] != "real"],
-              "held-out real (IVR prompts)": [r for r in results if r["engine"] == "real"]}
     table = {}
-    for g, rs in groups.items():
+    for g, rs in groups(results).items():
         if not rs:
             continue
         table[g] = {"clips": len(rs)}
