@@ -232,6 +232,7 @@ def main() -> None:
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     length = int(args.seconds * conf.sample_rate) // conf.hop * conf.hop
+    n_d = args.disc_crops or args.batch  # crops the discriminator sees
     t_start, t_last = time.time(), time.time()
     acc: dict[str, float] = {}
     log = open(os.path.join(RUNS, f"{args.run}.jsonl"), "a", encoding="utf-8")
@@ -249,7 +250,6 @@ def main() -> None:
             l_harm = harm(y, x)
             loss = loss + args.harm_weight * l_harm
             parts["harm"] = l_harm.item()
-        n_d = args.disc_crops or args.batch
         if step >= args.adv_start:
             fake, real = disc(y[:n_d]), disc(x[:n_d])
             adv, feat = gen_adv_losses(real, fake)
