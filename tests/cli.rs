@@ -418,6 +418,59 @@ fn bench_reports_streaming_figures_and_a_profile() {
     assert!(err.contains("at least one frame"), "{err}");
 }
 
+/// A model without step graphs (FunCodec's non-causal architecture): `--profile` times the offline
+/// graphs' nodes, every encoder segment's under its own name, per second of audio.
+#[test]
+fn bench_profiles_the_offline_graphs_of_a_non_causal_model() {
+    let model = model_dir("tiny_gn_ds640");
+    let clip = clip_path("tiny_gn_ds640", "clip7_161234");
+    let out = ok(&[
+        "bench",
+        s(&clip),
+        "--model",
+        s(&model),
+        "--repeat",
+        "1",
+        "--streams",
+        "1",
+        "--profile",
+    ]);
+    let json = &out[out.find('{').expect("a JSON report")..];
+    let json = &json[..=json.rfind('}').unwrap()];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["streaming"]["mode"], "windowed");
+    let p = &v["profile"];
+    assert!(
+        (p["audio_s"].as_f64().unwrap() - 161234.0 / 16000.0).abs() < 1e-9,
+        "{p}"
+    );
+    for stage in ["encoder", "decoder"] {
+        let total = p[stage]["ms_per_audio_s"].as_f64().unwrap();
+        assert!(total > 0.0, "{stage}: {total}");
+        let ops = p[stage]["ops"].as_array().unwrap();
+        let sum: f64 = ops
+            .iter()
+            .map(|o| o["ms_per_audio_s"].as_f64().unwrap())
+            .sum();
+        assert!(
+            (sum - total).abs() <= 1e-9 * total.max(1.0),
+            "{stage}: {sum} vs {total}"
+        );
+        // The convolutions run as tract's matrix products.
+        assert!(
+            ops.iter().any(|o| o["op"] == "OptMatMul"),
+            "{stage}: {ops:?}"
+        );
+    }
+    let names: Vec<&str> = p["encoder"]["slowest_nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("seg")), "{names:?}");
+}
+
 fn backend_has_gpu() -> bool {
     funcodec_core::backend::Engine::resolve(funcodec_core::Backend::Cuda).is_ok()
 }

@@ -242,12 +242,6 @@ impl BlockMatrix {
     }
 }
 
-/// Whether this CPU gets half-precision storage (for tests that check a model is stored so).
-#[cfg(test)]
-pub(crate) fn half_supported() -> bool {
-    half::supported()
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
     cols: usize,

@@ -146,7 +146,7 @@ impl CodecModel {
             data: vec![0; n_q * frames],
         };
         let mut residual = vec![0.0f32; dim];
-        let mut dist = Vec::new();
+        let mut scratch = self.codebooks.scratch();
         for t in 0..frames {
             residual
                 .iter_mut()
@@ -155,7 +155,7 @@ impl CodecModel {
             self.codebooks.encode_frame(
                 &mut residual,
                 &mut codes.data[t * n_q..(t + 1) * n_q],
-                &mut dist,
+                &mut scratch,
             );
         }
         Ok(Encoded {

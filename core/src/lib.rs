@@ -14,6 +14,7 @@ pub mod error;
 pub mod manifest;
 pub mod model;
 pub mod padding;
+pub mod profile;
 pub mod rvq;
 mod simd;
 pub mod stream;

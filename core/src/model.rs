@@ -13,6 +13,7 @@ use crate::backend::{Backend, Engine};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, Segment};
 use crate::padding::{PadSpec, pad1d};
+use crate::profile::{NodeTimes, run_timed};
 use crate::rvq::Codebooks;
 use crate::stream::step::StepGraph;
 
@@ -199,7 +200,7 @@ impl CodecModel {
         length_repeats: bool,
     ) -> Result<Activation> {
         let concrete = length_repeats || self.worth_concrete_plans(x.len());
-        self.scoped(|| self.encode_latent_here(x, scratch, concrete))
+        self.scoped(|| self.encode_latent_here(x, scratch, concrete, None))
     }
 
     fn encode_latent_here(
@@ -207,6 +208,7 @@ impl CodecModel {
         x: Activation,
         scratch: &mut Vec<f32>,
         concrete: bool,
+        mut times: Option<&mut NodeTimes>,
     ) -> Result<Activation> {
         let mut act = x;
         for (i, (seg, graph)) in self.encoder.iter().enumerate() {
@@ -216,14 +218,9 @@ impl CodecModel {
                     msg: format!("{} channels in, {} expected", act.channels, seg.in_channels),
                 });
             }
-            act = run_padded(
-                graph,
-                concrete,
-                &act,
-                &seg.pad,
-                scratch,
-                &format!("encoder segment {i}"),
-            )?;
+            let stage = format!("encoder segment {i}");
+            let timed = times.as_deref_mut().map(|t| (t, format!("seg{i}/")));
+            act = run_padded(graph, concrete, &act, &seg.pad, scratch, &stage, timed)?;
         }
         Ok(act)
     }
@@ -240,11 +237,43 @@ impl CodecModel {
         scratch: &mut Vec<f32>,
         length_repeats: bool,
     ) -> Result<Vec<f32>> {
+        let concrete = length_repeats || self.worth_concrete_plans(z.len() * self.hop());
+        self.scoped(|| self.decode_latent_here(z, scratch, concrete, None))
+    }
+
+    fn decode_latent_here(
+        &self,
+        z: &Activation,
+        scratch: &mut Vec<f32>,
+        concrete: bool,
+        times: Option<&mut NodeTimes>,
+    ) -> Result<Vec<f32>> {
         let (Some(graph), Some(info)) = (&self.decoder, &self.manifest.decoder) else {
             return Err(Error::Argument("model has no offline decoder graph".into()));
         };
-        let concrete = length_repeats || self.worth_concrete_plans(z.len() * self.hop());
-        self.scoped(|| Ok(run_padded(graph, concrete, z, &info.pad, scratch, "decoder")?.data))
+        let timed = times.map(|t| (t, String::new()));
+        Ok(run_padded(graph, concrete, z, &info.pad, scratch, "decoder", timed)?.data)
+    }
+
+    /// Times every node of the offline encoder and decoder graphs on `x` (one channel), run as
+    /// [`Self::encode_latent`] and [`Self::decode_latent`] run it, plans built beforehand; for
+    /// `funcodec bench --profile` on models without step graphs. Encoder nodes are named
+    /// `seg<i>/<node>`. CPU engine only.
+    pub fn profile_offline(&self, x: &[f32]) -> Result<(NodeTimes, NodeTimes)> {
+        let concrete = self.worth_concrete_plans(x.len());
+        let x = Activation {
+            data: x.to_vec(),
+            channels: 1,
+        };
+        let mut scratch = Vec::new();
+        // A first pass builds (and caches) the plans, so that building is not timed.
+        let z = self.scoped(|| self.encode_latent_here(x.clone(), &mut scratch, concrete, None))?;
+        self.scoped(|| self.decode_latent_here(&z, &mut scratch, concrete, None))?;
+        let (mut enc, mut dec) = (NodeTimes::new(), NodeTimes::new());
+        let z =
+            self.scoped(|| self.encode_latent_here(x, &mut scratch, concrete, Some(&mut enc)))?;
+        self.scoped(|| self.decode_latent_here(&z, &mut scratch, concrete, Some(&mut dec)))?;
+        Ok((enc, dec))
     }
 
     /// Plans specialised to a concrete length ran 1.9x faster than the symbolic-length plans on the
@@ -359,6 +388,7 @@ fn run_padded(
     pad: &PadSpec,
     scratch: &mut Vec<f32>,
     stage: &str,
+    timed: Option<(&mut NodeTimes, String)>,
 ) -> Result<Activation> {
     let ierr = |e: TractError| Error::Inference {
         stage: stage.into(),
@@ -369,10 +399,14 @@ fn run_padded(
     let padded_len = x.len() + left + right;
     let shape = [1, x.channels, padded_len];
     let input = Tensor::from_shape(&shape, scratch).map_err(ierr)?;
-    let out = graph
-        .plan_for(&shape, concrete)
-        .run(tvec!(input.into()))
-        .map_err(ierr)?;
+    let plan = graph.plan_for(&shape, concrete);
+    let out = match timed {
+        None => plan.run(tvec!(input.into())),
+        Some((times, prefix)) => plan
+            .spawn()
+            .and_then(|mut st| run_timed(st.as_mut(), tvec!(input.into()), times, &prefix)),
+    }
+    .map_err(ierr)?;
     let view = out[0].to_plain_array_view::<f32>().map_err(ierr)?;
     let shape = view.shape().to_vec();
     if shape.len() != 3 || shape[0] != 1 {

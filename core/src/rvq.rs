@@ -1,22 +1,62 @@
 //! Residual vector quantisation, done in Rust: greedy nearest codeword per stage on the residual.
+//!
+//! Each stage's search is in two passes. A coarse pass scores every codeword with integer
+//! products: the codewords rounded to 8-bit integers (a scale per codeword), the residual to
+//! 15-bit ones (a scale per stage), with a bound on each score's error that follows from the
+//! rounding errors (Cauchy-Schwarz) plus a margin for float rounding. Only the codewords whose
+//! score could still be the smallest (typically one to three of 1024) are then scored exactly,
+//! in single precision and in the order a plain per-codeword loop sums, so the codes are those
+//! of the exhaustive search, bit for bit. The coarse pass reads 2 MB per frame at 32
+//! quantizers, where the exhaustive search read the codebooks in half precision (4 MB) and
+//! converted each value, which was 15-20 % of a streaming frame at 8 kbit/s.
 
-use crate::block_matrix::{BLOCK, BlockMatrix};
 use crate::error::{Error, Result};
 
-/// Codebooks of all quantizer stages, with each codeword's squared norm cached. Kept twice: as
-/// given, `[n_q][size][dim]`, for the residual update and decoding, and for the search as one
-/// [`BlockMatrix`] per stage with the codewords as rows: a block's partial sums stay in registers
-/// while its codewords stream from memory in order (a dot product per codeword did not vectorise
-/// and was 40 % of a streaming frame at 32 quantizers), in half precision when every value is a
-/// half (the project's own models), which halves the 8 MB read per frame at 32 quantizers.
+/// Codebooks of all quantizer stages, as given (`[n_q][size][dim]`, for the exact scores, the
+/// residual update and decoding), with each codeword's squared norm, and rounded for the coarse
+/// pass ([`Coarse`]).
 pub struct Codebooks {
     pub n_q: usize,
     pub size: usize,
     pub dim: usize,
     embed: Vec<f32>,
-    search: Vec<BlockMatrix>,
-    /// `[n_q][padded size]`; padding codewords have infinite norm, so they never win.
+    coarse: Coarse,
+}
+
+/// Codewords in the coarse pass's lanes: one codeword per 32-bit lane of a 256-bit register.
+const LANES: usize = 8;
+
+/// The codebooks rounded for the coarse pass. Codeword `k` of stage `q` is `scale[k] · ê[k] +
+/// δ[k]` with `ê` 8-bit integers and `|δ[k]| ≤ err[k]`. Per-codeword values are laid out
+/// `[n_q][size rounded up to LANES]`; padding codewords have infinite norms and never win.
+struct Coarse {
+    /// `[n_q][size / LANES rounded up][pairs][LANES][2]`: for each group of eight codewords and
+    /// each pair of dimensions, both values of every codeword in turn, as the integer
+    /// pair-product instruction (`vpmaddwd`) reads them; zeros pad the last group and an odd dim.
+    words: Vec<i8>,
+    /// Dimensions taken two at a time: `dim` rounded up to even, halved.
+    pairs: usize,
+    /// Each codeword's squared norm (summed as the exact scores sum), scale, rounding error
+    /// bound and length (both rounded up).
     norms: Vec<f32>,
+    scale: Vec<f32>,
+    err: Vec<f32>,
+    len: Vec<f32>,
+    /// The residual is rounded to integers in `-range..=range`: as many bits as keep the sum of
+    /// `dim` products with 8-bit values within 32 bits (15 for 64 dimensions).
+    range: i32,
+}
+
+/// Scratch for the search, reused from frame to frame so that it does not allocate.
+#[derive(Default)]
+pub struct SearchScratch {
+    /// The residual rounded to integers, two dimensions per value (low, high 16 bits).
+    pairs: Vec<i32>,
+    /// Per codeword, the lower bound of its score (or, when every codeword is scored exactly,
+    /// its dot product with the residual).
+    lo: Vec<f32>,
+    /// The codewords left to score exactly.
+    candidates: Vec<u32>,
 }
 
 impl Codebooks {
@@ -35,25 +75,23 @@ impl Codebooks {
         if embed.iter().any(|v| !v.is_finite()) {
             return Err(Error::Codes("codebooks contain NaN or infinity".into()));
         }
-        let padded = padded_size(size);
-        let mut norms = vec![f32::INFINITY; n_q * padded];
-        for q in 0..n_q {
-            for k in 0..size {
-                let e = &embed[(q * size + k) * dim..][..dim];
-                norms[q * padded + k] = e.iter().map(|v| v * v).sum();
-            }
-        }
-        let search = (0..n_q)
-            .map(|q| BlockMatrix::new(size, dim, |k, d| embed[(q * size + k) * dim + d]))
-            .collect();
+        let coarse = Coarse::new(&embed, n_q, size, dim);
         Ok(Codebooks {
             n_q,
             size,
             dim,
             embed,
-            search,
-            norms,
+            coarse,
         })
+    }
+
+    /// Scratch sized for these codebooks, so that the first search does not allocate either.
+    pub fn scratch(&self) -> SearchScratch {
+        SearchScratch {
+            pairs: vec![0; self.coarse.pairs],
+            lo: vec![0.0; padded(self.size)],
+            candidates: Vec::with_capacity(self.size),
+        }
     }
 
     /// Codeword `k` of quantizer `q`.
@@ -62,45 +100,120 @@ impl Codebooks {
     }
 
     /// Quantises one latent frame in place (it becomes the final residual); writes `n_q` codes.
-    /// `dist` is scratch. FunCodec picks argmax of -(|r|^2 - 2 r.e + |e|^2); |r|^2
-    /// is the same for every e, so the first index minimising |e|^2 - 2 r.e wins, as torch's argmax
-    /// keeps the first maximum. (Summation order differs from torch's BLAS at float32 resolution:
-    /// only exact ties can pick differently, as the parity tests check.)
-    pub fn encode_frame(&self, residual: &mut [f32], codes: &mut [u16], dist: &mut Vec<f32>) {
-        let n_q = codes.len();
-        self.encode_frames(residual, &[n_q], codes, n_q, dist);
+    /// FunCodec picks argmax of -(|r|^2 - 2 r.e + |e|^2); |r|^2 is the same for every e, so the
+    /// first index minimising |e|^2 - 2 r.e wins, as torch's argmax keeps the first maximum.
+    /// (Summation order differs from torch's BLAS at float32 resolution: only exact ties can pick
+    /// differently, as the parity tests check.)
+    pub fn encode_frame(
+        &self,
+        residual: &mut [f32],
+        codes: &mut [u16],
+        scratch: &mut SearchScratch,
+    ) {
+        for (q, code) in codes.iter_mut().enumerate().take(self.n_q) {
+            let best = self.nearest_word(q, residual, scratch);
+            *code = best as u16;
+            for (r, &e) in residual.iter_mut().zip(self.word(q, best)) {
+                *r -= e;
+            }
+        }
     }
 
-    /// [`Self::encode_frame`] for `n_qs.len()` frames at once: frame `j` is
-    /// `residuals[j * dim..][..dim]` (quantised in place) with `n_qs[j]` quantizers, its codes go to
-    /// `codes[j * stride..][..n_qs[j]]`. Each block of codewords is read once for all frames (a
-    /// single frame streams the whole 8 MB codebook set from memory), and every frame gets the bits
-    /// `encode_frame` gives it alone: the same products are summed in the same order.
+    /// [`Self::encode_frame`] for `n_qs.len()` frames: frame `j` is `residuals[j * dim..][..dim]`
+    /// (quantised in place) with `n_qs[j]` quantizers, its codes go to
+    /// `codes[j * stride..][..n_qs[j]]`. Stage by stage, so that a stage's coarse codewords
+    /// (64 KB) are read from cache for every frame but the first.
     pub fn encode_frames(
         &self,
         residuals: &mut [f32],
         n_qs: &[usize],
         codes: &mut [u16],
         stride: usize,
-        dist: &mut Vec<f32>,
+        scratch: &mut SearchScratch,
     ) {
-        let (k, dim, padded) = (n_qs.len(), self.dim, padded_size(self.size));
-        debug_assert!(residuals.len() >= k * dim && codes.len() >= k * stride);
-        dist.resize(k * padded, 0.0);
+        let dim = self.dim;
+        debug_assert!(residuals.len() >= n_qs.len() * dim && codes.len() >= n_qs.len() * stride);
         let stages = n_qs.iter().copied().max().unwrap_or(0).min(self.n_q);
         for q in 0..stages {
-            // dist[j * padded + k] = e_k · r_j for the frames still quantising at stage q.
-            self.search[q].apply_many(residuals, n_qs, q, dist, padded);
-            let norms = &self.norms[q * padded..][..padded];
-            for j in (0..k).filter(|&j| n_qs[j] > q) {
-                let best = nearest(norms, &dist[j * padded..][..padded]);
-                codes[j * stride + q] = best as u16;
+            for (j, _) in n_qs.iter().enumerate().filter(|(_, n)| **n > q) {
                 let r = &mut residuals[j * dim..][..dim];
+                let best = self.nearest_word(q, r, scratch);
+                codes[j * stride + q] = best as u16;
                 for (r, &e) in r.iter_mut().zip(self.word(q, best)) {
                     *r -= e;
                 }
             }
         }
+    }
+
+    /// The first codeword `k` of stage `q` with the smallest `|e_k|^2 - 2 r.e_k` as a plain loop
+    /// computes it (dot products summed dimension by dimension, then that expression): NaN never
+    /// wins, and 0 when nothing is below infinity. See the module doc for the two passes.
+    fn nearest_word(&self, q: usize, r: &[f32], scratch: &mut SearchScratch) -> usize {
+        let (size, dim, c) = (self.size, self.dim, &self.coarse);
+        let stage = c.stage(q, size);
+        let norms = &stage.norms[..size];
+        let max = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        // A residual of zeros, a tiny or huge one, NaN or infinity: score every codeword exactly
+        // (the bounds below assume finite, representable products).
+        if !(max > 1e-30 && max < 1e15) || r.iter().any(|v| !v.is_finite()) {
+            scratch.lo.resize(size, 0.0);
+            for (k, d) in scratch.lo.iter_mut().enumerate() {
+                *d = exact_dot(self.word(q, k), r);
+            }
+            return nearest(norms, &scratch.lo[..size]);
+        }
+        // The residual as integers: r = s_r · r̂ + δr. Norms in f64, rounded up.
+        let s_r = max / c.range as f32;
+        let inv = c.range as f32 / max;
+        let (mut r_hat2, mut dr2) = (0.0f64, 0.0f64);
+        scratch.pairs.clear();
+        scratch.pairs.resize(c.pairs, 0);
+        for (d, &v) in r.iter().enumerate() {
+            // Rounded by hand: `round` is a library call without SSE4.1 (any rounding will do,
+            // δr is measured from the integer chosen).
+            let x = v * inv;
+            let i = ((x + 0.5f32.copysign(x)) as i32).clamp(-c.range, c.range);
+            r_hat2 += (i as f64) * (i as f64);
+            let e = v as f64 - s_r as f64 * i as f64;
+            dr2 += e * e;
+            let shift = if d % 2 == 0 { 0 } else { 16 };
+            scratch.pairs[d / 2] |= (i & 0xffff) << shift;
+        }
+        let up = |x: f64| (x * (1.0 + 1e-6)) as f32;
+        let r_hat = up(r_hat2.sqrt() * s_r as f64);
+        let dr = up(dr2.sqrt());
+        let r_len = r_hat + dr;
+        // The exact score of codeword k is a_k ± bound_k, with a_k = |e_k|^2 - 2 s_r s_k (r̂.ê_k)
+        // and bound_k = 2 (|s_r r̂| err_k + |δr| len_k) + float rounding: of the exact score
+        // (dim + 2 roundings of terms up to |r| len_k each) and of a_k (a few of |e_k|^2 and of
+        // 2 |r| (len_k + err_k)), taken four times over.
+        let u = f32::EPSILON / 2.0;
+        let slack = Slack {
+            two_s_r: 2.0 * s_r,
+            err: 2.0 * r_hat + 40.0 * u * r_len,
+            len: 2.0 * dr + 4.0 * (dim as f32 + 8.0) * u * 2.0 * r_len,
+            norm: 16.0 * u,
+        };
+        scratch.lo.resize(padded(size), 0.0);
+        candidates(
+            &stage,
+            &scratch.pairs,
+            &slack,
+            &mut scratch.lo,
+            &mut scratch.candidates,
+        );
+        // In index order: the first with the strictly smallest exact score is the plain
+        // search's pick.
+        let mut best = (f32::INFINITY, 0usize);
+        for &k in scratch.candidates.iter().filter(|&&k| (k as usize) < size) {
+            let k = k as usize;
+            let score = norms[k] - 2.0 * exact_dot(self.word(q, k), r);
+            if score < best.0 {
+                best = (score, k);
+            }
+        }
+        best.1
     }
 
     /// Sum of the codewords of the quantizers present (never padded with code 0: 0 is a real word).
@@ -197,15 +310,245 @@ unsafe fn nearest_avx2(norms: &[f32], dots: &[f32]) -> usize {
     out.1
 }
 
-/// Codewords per quantizer in the search's layout: `size` rounded up to whole blocks.
-fn padded_size(size: usize) -> usize {
-    size.div_ceil(BLOCK) * BLOCK
+impl Coarse {
+    fn new(embed: &[f32], n_q: usize, size: usize, dim: usize) -> Coarse {
+        let pairs = dim.div_ceil(2);
+        let groups = size.div_ceil(LANES);
+        let mut words = vec![0i8; n_q * groups * LANES * pairs * 2];
+        let per = groups * LANES;
+        let mut norms = vec![f32::INFINITY; n_q * per];
+        let (mut scale, mut err, mut len) = (
+            vec![0.0; n_q * per],
+            vec![0.0; n_q * per],
+            vec![0.0; n_q * per],
+        );
+        for q in 0..n_q {
+            for k in 0..size {
+                let at = q * per + k;
+                let e = &embed[(q * size + k) * dim..][..dim];
+                // The order the exact scores' dot products sum in.
+                norms[at] = e.iter().fold(0.0f32, |s, v| s + v * v);
+                let max = e.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let s = max / 127.0;
+                let (mut e2, mut d2) = (0.0f64, 0.0f64);
+                let group = &mut words[(q * groups + k / LANES) * LANES * pairs * 2..];
+                for (d, &v) in e.iter().enumerate() {
+                    let i = if s > 0.0 {
+                        (v / s).round().clamp(-127.0, 127.0)
+                    } else {
+                        0.0
+                    };
+                    let delta = v as f64 - s as f64 * i as f64;
+                    (e2, d2) = (e2 + (v as f64).powi(2), d2 + delta * delta);
+                    group[((d / 2) * LANES + k % LANES) * 2 + d % 2] = i as i8;
+                }
+                let up = |x: f64| (x * (1.0 + 1e-6)) as f32;
+                (scale[at], err[at], len[at]) = (s, up(d2.sqrt()), up(e2.sqrt()));
+            }
+        }
+        // |r̂| ≤ range and |ê| ≤ 127: `dim` products sum to at most dim · 127 · range < 2^31.
+        let range = (i32::MAX as usize / (2 * pairs * 127).max(1)).min(16383) as i32;
+        Coarse {
+            words,
+            pairs,
+            norms,
+            scale,
+            err,
+            len,
+            range,
+        }
+    }
+}
+
+/// The plain loop's dot product: dimension by dimension, multiply then add.
+fn exact_dot(e: &[f32], r: &[f32]) -> f32 {
+    e.iter().zip(r).fold(0.0f32, |s, (a, b)| s + a * b)
+}
+
+/// Codewords per stage in the coarse layout: `size` rounded up to whole groups of [`LANES`].
+fn padded(size: usize) -> usize {
+    size.div_ceil(LANES) * LANES
+}
+
+/// One stage of [`Coarse`]: its codewords and per-codeword values, padded to whole groups.
+struct Stage<'a> {
+    words: &'a [i8],
+    norms: &'a [f32],
+    scale: &'a [f32],
+    err: &'a [f32],
+    len: &'a [f32],
+}
+
+impl Coarse {
+    fn stage(&self, q: usize, size: usize) -> Stage<'_> {
+        let per = padded(size);
+        let at = q * per..(q + 1) * per;
+        Stage {
+            words: &self.words[q * per * self.pairs * 2..][..per * self.pairs * 2],
+            norms: &self.norms[at.clone()],
+            scale: &self.scale[at.clone()],
+            err: &self.err[at.clone()],
+            len: &self.len[at],
+        }
+    }
+}
+
+/// A stage's scale and error coefficients: codeword `k`'s coarse score is
+/// `a = norm_k - two_s_r · scale_k · (r̂.ê_k)`, within `err · err_k + len · len_k + norm · |norm_k|`
+/// of its exact score.
+struct Slack {
+    two_s_r: f32,
+    err: f32,
+    len: f32,
+    norm: f32,
+}
+
+/// The codewords of `stage` whose exact score can be the smallest, in index order, into `out`:
+/// those whose lower bound is at most the smallest upper bound. `lo` (one per padded codeword)
+/// gets the lower bounds; `pairs` is the residual's integers two per value.
+fn candidates(stage: &Stage, pairs: &[i32], slack: &Slack, lo: &mut [f32], out: &mut Vec<u32>) {
+    out.clear();
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2; the stage's slices hold whole groups (checked inside).
+        let upper = unsafe { lower_bounds_avx2(stage, pairs, slack, lo) };
+        return unsafe { below_avx2(lo, upper, out) };
+    }
+    let upper = lower_bounds_plain(stage, pairs, slack, lo);
+    out.extend((0..lo.len() as u32).filter(|&k| lo[k as usize] <= upper));
+}
+
+/// Eight codewords' integer sums `r̂.ê_k` (`words`: one group of [`Coarse::words`]).
+fn group_dots(words: &[i8], pairs: &[i32]) -> [i32; LANES] {
+    let mut dots = [0i32; LANES];
+    for (p, &rp) in pairs.iter().enumerate() {
+        let (r0, r1) = (rp as i16 as i32, rp >> 16);
+        for (lane, o) in dots.iter_mut().enumerate() {
+            let at = (p * LANES + lane) * 2;
+            *o += words[at] as i32 * r0 + words[at + 1] as i32 * r1;
+        }
+    }
+    dots
+}
+
+/// Writes each codeword's lower bound; returns the smallest upper bound.
+fn lower_bounds_plain(stage: &Stage, pairs: &[i32], slack: &Slack, lo: &mut [f32]) -> f32 {
+    let group = pairs.len() * LANES * 2;
+    let mut upper = f32::INFINITY;
+    for (g, words) in stage.words.chunks_exact(group).enumerate() {
+        let dots = group_dots(words, pairs);
+        for (lane, &dot) in dots.iter().enumerate() {
+            let k = g * LANES + lane;
+            let n = stage.norms[k];
+            let a = n - slack.two_s_r * stage.scale[k] * dot as f32;
+            let b = slack.err * stage.err[k] + slack.len * stage.len[k] + slack.norm * n.abs();
+            lo[k] = a - b;
+            upper = upper.min(a + b);
+        }
+    }
+    upper
+}
+
+/// [`lower_bounds_plain`] with `vpmaddwd`: per pair of dimensions, eight codewords' two values
+/// (sign-extended to 16 bits) times the residual's two, added pairwise into eight 32-bit sums,
+/// then the bounds eight at a time. (Integer sums are exact; the bounds may round differently
+/// from the plain loop's, within the slack.)
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn lower_bounds_avx2(stage: &Stage, pairs: &[i32], slack: &Slack, lo: &mut [f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let group = pairs.len() * LANES * 2;
+    let groups = stage.words.len() / group;
+    assert!(lo.len() >= groups * LANES && stage.norms.len() >= groups * LANES);
+    assert!(stage.scale.len() >= groups * LANES && stage.err.len() >= groups * LANES);
+    assert!(stage.len.len() >= groups * LANES);
+    let (two_s_r, c_err) = (_mm256_set1_ps(slack.two_s_r), _mm256_set1_ps(slack.err));
+    let (c_len, c_norm) = (_mm256_set1_ps(slack.len), _mm256_set1_ps(slack.norm));
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let mut upper = _mm256_set1_ps(f32::INFINITY);
+    for (g, words) in stage.words.chunks_exact(group).enumerate() {
+        let (mut acc0, mut acc1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let mut two_pairs = words.chunks_exact(4 * LANES);
+        let mut p = 0;
+        for w in two_pairs.by_ref() {
+            // SAFETY: 32 bytes in `w`, read as two unaligned 16-byte halves.
+            let (w0, w1) = unsafe {
+                (
+                    _mm_loadu_si128(w.as_ptr() as *const __m128i),
+                    _mm_loadu_si128(w.as_ptr().add(16) as *const __m128i),
+                )
+            };
+            let (r0, r1) = (_mm256_set1_epi32(pairs[p]), _mm256_set1_epi32(pairs[p + 1]));
+            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(w0), r0));
+            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(w1), r1));
+            p += 2;
+        }
+        let rest = two_pairs.remainder();
+        if !rest.is_empty() {
+            // SAFETY: one pair's 16 bytes remain.
+            let w0 = unsafe { _mm_loadu_si128(rest.as_ptr() as *const __m128i) };
+            let r0 = _mm256_set1_epi32(pairs[p]);
+            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(w0), r0));
+        }
+        let dots = _mm256_cvtepi32_ps(_mm256_add_epi32(acc0, acc1));
+        let at = g * LANES;
+        // SAFETY: `at + LANES` is within every slice (asserted above); unaligned loads.
+        let (n, scale, err, len) = unsafe {
+            (
+                _mm256_loadu_ps(stage.norms.as_ptr().add(at)),
+                _mm256_loadu_ps(stage.scale.as_ptr().add(at)),
+                _mm256_loadu_ps(stage.err.as_ptr().add(at)),
+                _mm256_loadu_ps(stage.len.as_ptr().add(at)),
+            )
+        };
+        let a = _mm256_sub_ps(n, _mm256_mul_ps(_mm256_mul_ps(two_s_r, scale), dots));
+        let b = _mm256_add_ps(
+            _mm256_add_ps(_mm256_mul_ps(c_err, err), _mm256_mul_ps(c_len, len)),
+            _mm256_mul_ps(c_norm, _mm256_and_ps(n, abs)),
+        );
+        // SAFETY: as above.
+        unsafe { _mm256_storeu_ps(lo.as_mut_ptr().add(at), _mm256_sub_ps(a, b)) };
+        // Padding codewords: a and b are infinite, a + b too; min keeps the other operand.
+        upper = _mm256_min_ps(upper, _mm256_add_ps(a, b));
+    }
+    let mut lanes = [0.0f32; LANES];
+    // SAFETY: eight floats into an array of eight.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), upper) };
+    lanes.iter().fold(f32::INFINITY, |m, &v| m.min(v))
+}
+
+/// Indices of `lo` whose value is at most `upper`, in order (NaN never is).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn below_avx2(lo: &[f32], upper: f32, out: &mut Vec<u32>) {
+    use std::arch::x86_64::*;
+    let u = _mm256_set1_ps(upper);
+    for (g, chunk) in lo.chunks_exact(LANES).enumerate() {
+        // SAFETY: eight floats in the chunk.
+        let v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+        let mut mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(v, u)) as u32;
+        while mask != 0 {
+            out.push((g * LANES) as u32 + mask.trailing_zeros());
+            mask &= mask - 1;
+        }
+    }
+    let tail = lo.len() / LANES * LANES;
+    out.extend(
+        (tail..lo.len())
+            .filter(|&k| lo[k] <= upper)
+            .map(|k| k as u32),
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::block_matrix::Storage;
 
     /// The blocked search against a plain per-codeword search, code for code and residual bit for
     /// bit, for sizes that do and do not fill whole blocks.
@@ -223,7 +566,7 @@ mod tests {
                     .collect();
                 let mut got_r = x.clone();
                 let mut got = vec![0u16; n_q];
-                cb.encode_frame(&mut got_r, &mut got, &mut Vec::new());
+                cb.encode_frame(&mut got_r, &mut got, &mut SearchScratch::default());
                 let mut want_r = x.clone();
                 for q in 0..n_q {
                     let mut best = (f32::INFINITY, 0usize);
@@ -258,22 +601,166 @@ mod tests {
         }
     }
 
-    /// The shipped default model's codebooks are half-precision values (exported with
-    /// `--weights int8`, which rounds codebooks to halves), so the search keeps them in half
-    /// precision where the CPU converts it.
+    /// The plain search's pick: every codeword's `|e|^2 - 2 r.e`, summed as a loop sums, and
+    /// the first strictly smallest (0 when nothing is below infinity).
+    fn plain_pick(cb: &Codebooks, q: usize, r: &[f32]) -> usize {
+        let mut best = (f32::INFINITY, 0usize);
+        for k in 0..cb.size {
+            let e = cb.word(q, k);
+            let (mut dot, mut n) = (0.0f32, 0.0f32);
+            for d in 0..cb.dim {
+                dot += e[d] * r[d];
+                n += e[d] * e[d];
+            }
+            if n - 2.0 * dot < best.0 {
+                best = (n - 2.0 * dot, k);
+            }
+        }
+        best.1
+    }
+
+    fn books(embed: &[f32], n_q: usize, size: usize, dim: usize) -> Codebooks {
+        let bytes: Vec<u8> = embed.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Codebooks::from_le_bytes(&bytes, n_q, size, dim).unwrap()
+    }
+
+    /// Cases the coarse pass's bounds must hold in: codewords that tie exactly (the first wins)
+    /// or differ by a rounding step, codewords of very different scales, residuals dominated by one
+    /// value, of zeros, tiny, huge, NaN or infinite (scored exhaustively), odd dimensions.
     #[test]
-    fn default_model_codebooks_searched_in_half_precision() {
+    fn pruned_search_equals_plain_search_on_hard_cases() {
+        for (size, dim) in [(64, 64), (37, 7), (9, 1), (200, 33)] {
+            let mut embed: Vec<f32> = (0..size * dim)
+                .map(|i| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * 0.8)
+                .collect();
+            // Codeword 5 repeats codeword 3; codeword 8 is codeword 3 nudged by one ulp.
+            let w3: Vec<f32> = embed[3 * dim..4 * dim].to_vec();
+            embed[5 * dim..6 * dim].copy_from_slice(&w3);
+            for (d, v) in embed[8 * dim..9 * dim].iter_mut().enumerate() {
+                *v = if d == 0 {
+                    f32::from_bits(w3[0].to_bits() + 1)
+                } else {
+                    w3[d]
+                };
+            }
+            // Scales from 1e-6 to 1e6.
+            for k in 10..size.min(20) {
+                let s = 10f32.powi(k as i32 - 16);
+                embed[k * dim..(k + 1) * dim]
+                    .iter_mut()
+                    .for_each(|v| *v *= s);
+            }
+            let cb = books(&embed, 1, size, dim);
+            let mut residuals: Vec<Vec<f32>> = vec![
+                w3.clone(),
+                w3.iter().map(|v| v * 0.5).collect(),
+                vec![0.0; dim],
+                vec![1e-35; dim],
+                vec![1e16; dim],
+                (0..dim)
+                    .map(|d| if d == dim / 2 { 1e4 } else { 1e-3 })
+                    .collect(),
+            ];
+            for (t, v) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY]
+                .into_iter()
+                .enumerate()
+            {
+                let mut r = w3.clone();
+                r[t % dim] = v;
+                residuals.push(r);
+            }
+            for frame in 0..50 {
+                let scale = 10f32.powi(frame % 9 - 4);
+                residuals.push(
+                    (0..dim)
+                        .map(|d| ((d * 31 + frame as usize * 17) as f32 * 0.71).sin() * scale)
+                        .collect(),
+                );
+            }
+            let mut scratch = SearchScratch::default();
+            for (i, r) in residuals.iter().enumerate() {
+                assert_eq!(
+                    cb.nearest_word(0, r, &mut scratch),
+                    plain_pick(&cb, 0, r),
+                    "size {size} dim {dim} residual {i}"
+                );
+            }
+        }
+    }
+
+    /// On the shipped model's codebooks the coarse pass leaves few codewords to score exactly
+    /// (what makes it worth doing), and every pick is the plain search's.
+    #[test]
+    fn coarse_pass_leaves_few_candidates_on_the_default_model() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../models/default/codebooks.f32"
         );
         let cb = Codebooks::from_le_bytes(&std::fs::read(path).unwrap(), 32, 1024, 64).unwrap();
-        let want = if crate::block_matrix::half_supported() {
-            Storage::Half
-        } else {
-            Storage::Single
-        };
-        assert!(cb.search.iter().all(|m| m.storage() == want));
+        let mut scratch = cb.scratch();
+        let (mut searches, mut candidates) = (0usize, 0usize);
+        for frame in 0..20 {
+            // A residual built from codewords, as an encoder's latent is near their sums.
+            let mut r: Vec<f32> = (0..64)
+                .map(|d| ((d * 13 + frame * 7) as f32).sin() * 0.05)
+                .collect();
+            for q in 0..32 {
+                let e = cb.word(q, (frame * 131 + q * 17) % 1024).to_vec();
+                r.iter_mut().zip(e).for_each(|(r, e)| *r += e);
+            }
+            for q in 0..32 {
+                let best = cb.nearest_word(q, &r, &mut scratch);
+                assert_eq!(best, plain_pick(&cb, q, &r), "frame {frame} stage {q}");
+                candidates += scratch.candidates.len();
+                searches += 1;
+                r.iter_mut()
+                    .zip(cb.word(q, best))
+                    .for_each(|(r, e)| *r -= e);
+            }
+        }
+        let mean = candidates as f64 / searches as f64;
+        assert!(mean < 4.0, "{mean} codewords scored exactly per search");
+        eprintln!("{mean:.2} codewords scored exactly per search");
+    }
+
+    /// The vectorised coarse pass gives the plain loop's bounds bit for bit (the same integer
+    /// sums, the same float operations in the same order), for odd dimensions too.
+    #[test]
+    fn vectorised_bounds_equal_the_plain_loop() {
+        for (size, dim) in [(1024, 64), (37, 7), (9, 2)] {
+            let embed: Vec<f32> = (0..size * dim)
+                .map(|i| ((i * 104_729 % 4001) as f32 / 2000.0 - 1.0) * 0.9)
+                .collect();
+            let cb = books(&embed, 1, size, dim);
+            let stage = cb.coarse.stage(0, size);
+            let r: Vec<i32> = (0..cb.coarse.pairs)
+                .map(|p| {
+                    let (a, b) = (
+                        (p as i32 * 4099) % 32767 - 16383,
+                        16383 - (p as i32 * 771) % 32767,
+                    );
+                    (a & 0xffff) | (b << 16)
+                })
+                .collect();
+            let slack = Slack {
+                two_s_r: 1e-4,
+                err: 0.3,
+                len: 1e-3,
+                norm: 1e-6,
+            };
+            let mut want = vec![0.0; padded(size)];
+            let want_upper = lower_bounds_plain(&stage, &r, &slack, &mut want);
+            let mut got = vec![0.0; padded(size)];
+            let mut out = Vec::new();
+            candidates(&stage, &r, &slack, &mut got, &mut out);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "size {size} dim {dim}");
+            let below: Vec<u32> = (0..padded(size) as u32)
+                .filter(|&k| want[k as usize] <= want_upper)
+                .collect();
+            assert_eq!(out, below, "size {size} dim {dim}");
+            assert!(!out.is_empty());
+        }
     }
 
     /// The vectorised nearest-codeword pick equals the plain scan: ties (the first index wins,
@@ -329,11 +816,17 @@ mod tests {
             .collect();
         let mut batch_r = frames.clone();
         let mut batch_codes = vec![u16::MAX; n_qs.len() * n_q];
-        cb.encode_frames(&mut batch_r, &n_qs, &mut batch_codes, n_q, &mut Vec::new());
+        cb.encode_frames(
+            &mut batch_r,
+            &n_qs,
+            &mut batch_codes,
+            n_q,
+            &mut cb.scratch(),
+        );
         for (j, &nq) in n_qs.iter().enumerate() {
             let mut r = frames[j * dim..][..dim].to_vec();
             let mut c = vec![0u16; nq];
-            cb.encode_frame(&mut r, &mut c, &mut Vec::new());
+            cb.encode_frame(&mut r, &mut c, &mut SearchScratch::default());
             assert_eq!(&batch_codes[j * n_q..][..nq], &c[..], "frame {j}");
             assert!(
                 batch_codes[j * n_q + nq..(j + 1) * n_q]

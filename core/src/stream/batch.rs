@@ -15,6 +15,7 @@ use super::step::{BatchExec, StepGraph, StepRunner};
 use crate::codec::{Codes, check_audio};
 use crate::error::{Error, Result};
 use crate::model::CodecModel;
+use crate::rvq::SearchScratch;
 
 fn graphs(model: &CodecModel) -> Result<(&StepGraph, &StepGraph)> {
     match (model.encoder_step(), model.decoder_step()) {
@@ -123,7 +124,7 @@ pub struct BatchEncoder {
     /// order, and the search's scratch.
     tick_n_q: Vec<usize>,
     codes: Vec<u16>,
-    dist: Vec<f32>,
+    search: SearchScratch,
 }
 
 impl BatchEncoder {
@@ -133,13 +134,14 @@ impl BatchEncoder {
         model.check_n_q(n_q)?;
         let group = Group::new(graphs(&model)?.0, streams)?;
         let codes = vec![0; streams * model.num_quantizers()];
+        let search = model.codebooks.scratch();
         Ok(BatchEncoder {
             model,
             group,
             n_q: vec![n_q; streams],
             tick_n_q: Vec::with_capacity(streams),
             codes,
-            dist: Vec::new(),
+            search,
         })
     }
 
@@ -188,11 +190,11 @@ impl BatchEncoder {
         let graph = graphs(&self.model)?.0;
         let (books, stride) = (&self.model.codebooks, self.model.num_quantizers());
         let (n_q, tick_n_q) = (&self.n_q, &mut self.tick_n_q);
-        let (codes, dist) = (&mut self.codes, &mut self.dist);
+        let (codes, search) = (&mut self.codes, &mut self.search);
         self.group.run(graph, &self.model, |staged, z| {
             tick_n_q.clear();
             tick_n_q.extend(staged.iter().map(|&s| n_q[s]));
-            books.encode_frames(z, tick_n_q, codes, stride, dist);
+            books.encode_frames(z, tick_n_q, codes, stride, search);
             for (row, &s) in staged.iter().enumerate() {
                 sink(s, &codes[row * stride..][..n_q[s]])?;
             }

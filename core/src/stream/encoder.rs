@@ -6,7 +6,7 @@ use super::LatentEncoder;
 use super::StreamMode;
 use crate::error::{Error, Result};
 use crate::model::CodecModel;
-use crate::rvq::Codebooks;
+use crate::rvq::{Codebooks, SearchScratch};
 
 /// What `flush` produced: frames emitted, and how many samples of the last frame were real input
 /// (the rest was zero padding), so a container can trim the decoded tail.
@@ -30,7 +30,7 @@ struct RvqScratch {
     n_q: usize,
     residual: Vec<f32>,
     codes: Vec<u16>,
-    dist: Vec<f32>,
+    search: SearchScratch,
     frames_out: u64,
 }
 
@@ -40,7 +40,7 @@ impl RvqScratch {
             n_q,
             residual: vec![0.0; model.latent_dim()],
             codes: vec![0; model.num_quantizers()],
-            dist: vec![0.0; model.codebooks.size],
+            search: model.codebooks.scratch(),
             frames_out: 0,
         }
     }
@@ -53,7 +53,7 @@ impl RvqScratch {
     ) -> Result<()> {
         self.residual.copy_from_slice(z);
         let codes = &mut self.codes[..self.n_q];
-        books.encode_frame(&mut self.residual, codes, &mut self.dist);
+        books.encode_frame(&mut self.residual, codes, &mut self.search);
         self.frames_out += 1;
         sink(codes)
     }

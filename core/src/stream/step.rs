@@ -3,20 +3,19 @@
 //! The graph (shared, immutable, one per model) is separate from the per-stream [`StepRunner`], which
 //! owns the state tensors and tract's execution state, so one loaded model serves any number of streams.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::plan::eval;
 use tract_onnx::tract_core::runtime::State;
 
 use crate::backend::Engine;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, StepGraphInfo};
 use crate::model::{Plan, plan_from_facts};
+use crate::profile::{NodeTimes, run_timed};
 use crate::tract_ops::small_conv::Streams;
 
 pub struct StepGraph {
@@ -135,22 +134,10 @@ impl StepGraph {
         r: &mut StepRunner,
         x: &[f32],
         out: &mut [f32],
-        profile: &mut BTreeMap<String, (String, usize, Duration)>,
+        profile: &mut NodeTimes,
     ) -> Result<()> {
         self.step_with(r, x, out, |exec, inputs| {
-            let Some(state) = exec.downcast_mut::<TypedSimpleState>() else {
-                return Err(TractError::msg("profiling needs the CPU engine"));
-            };
-            state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
-                let t = Instant::now();
-                let out = eval(ctx, op_state, node, inputs);
-                let e = profile
-                    .entry(node.name.clone())
-                    .or_insert_with(|| (node.op().name().to_string(), 0, Duration::ZERO));
-                e.1 += 1;
-                e.2 += t.elapsed();
-                out
-            })
+            run_timed(exec, inputs, profile, "")
         })
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use funcodec_core::profile::NodeTimes;
 use funcodec_core::stream::{BatchDecoder, BatchEncoder};
 use funcodec_core::{Backend, CodecModel, Codes, StreamDecoder, StreamEncoder};
 use serde_json::json;
@@ -42,7 +43,8 @@ pub struct Options {
     pub streams: usize,
     pub threads: usize,
     pub backend: Backend,
-    /// Time every node of the step graphs and report the time per op type.
+    /// Time every node of the step graphs (or, for models without them, the offline graphs) and
+    /// report the time per op type.
     pub profile: bool,
 }
 
@@ -193,11 +195,13 @@ pub fn run(dir: &Path, pcm: &[f32], opt: &Options) -> Result<serde_json::Value> 
             out["multi_stream"]["batched_vs_interleaved"] = json!(ratio);
         }
     }
-    if profile && exact {
-        out["profile"] = if model.backend() == "cpu" {
+    if profile {
+        out["profile"] = if model.backend() != "cpu" {
+            json!("per-op times are measured on the CPU engine only")
+        } else if exact {
             profile_steps(&model, pcm, n_q)?
         } else {
-            json!("per-op times are measured on the CPU engine only")
+            profile_offline(&model, pcm)?
         };
     }
     Ok(out)
@@ -243,6 +247,49 @@ fn bench_batched(
 /// Nodes listed one by one in the profile, slowest first.
 const PROFILE_NODES: usize = 12;
 
+/// Time per op type and in the slowest nodes, sorted by time; `runs`: how many times each node ran
+/// (frames); times are shown under `unit`, as seconds × `scale`.
+fn time_table(p: NodeTimes, runs: usize, unit: &str, scale: f64) -> serde_json::Value {
+    let total: f64 = p.values().map(|v| v.2.as_secs_f64()).sum();
+    let share = |t: Duration| t.as_secs_f64() / total.max(1e-12);
+    let mut by_op: BTreeMap<&str, (usize, Duration)> = BTreeMap::new();
+    for (op, n, t) in p.values() {
+        let e = by_op.entry(op).or_default();
+        e.0 += n;
+        e.1 += *t;
+    }
+    let mut ops: Vec<_> = by_op.into_iter().collect();
+    ops.sort_by_key(|r| std::cmp::Reverse(r.1.1));
+    let ops: Vec<_> = ops
+        .into_iter()
+        .map(|(op, (n, t))| {
+            json!({"op": op, "nodes": n / runs.max(1), unit: t.as_secs_f64() * scale, "share": share(t)})
+        })
+        .collect();
+    let mut nodes: Vec<_> = p.iter().collect();
+    nodes.sort_by_key(|r| std::cmp::Reverse(r.1.2));
+    let nodes: Vec<_> = nodes
+        .into_iter()
+        .take(PROFILE_NODES)
+        .map(|(name, (op, _, t))| {
+            json!({"node": name, "op": op, unit: t.as_secs_f64() * scale, "share": share(*t)})
+        })
+        .collect();
+    json!({unit: total * scale, "ops": ops, "slowest_nodes": nodes})
+}
+
+/// Time per second of audio in each op type and the slowest nodes of the offline encoder and
+/// decoder graphs, from one pass over `pcm` (for models without step graphs).
+fn profile_offline(model: &CodecModel, pcm: &[f32]) -> Result<serde_json::Value> {
+    let (enc, dec) = model.profile_offline(pcm)?;
+    let scale = 1e3 * model.sample_rate() as f64 / pcm.len() as f64;
+    Ok(json!({
+        "audio_s": pcm.len() as f64 / model.sample_rate() as f64,
+        "encoder": time_table(enc, 1, "ms_per_audio_s", scale),
+        "decoder": time_table(dec, 1, "ms_per_audio_s", scale),
+    }))
+}
+
 /// Time per frame spent in each op type of the encoder and decoder step graphs, and in their
 /// slowest nodes, sorted by time, and in the RVQ search of `n_q` quantizers (not part of either
 /// graph), from one pass over `pcm`.
@@ -254,7 +301,8 @@ fn profile_steps(model: &CodecModel, pcm: &[f32], n_q: usize) -> Result<serde_js
     let (mut latent, mut wave) = (vec![0f32; enc.out_len()], vec![0f32; dec.out_len()]);
     let (mut ep, mut dp) = (BTreeMap::new(), BTreeMap::new());
     // The search as the stream encoder runs it: on a copy of each step's latent frame.
-    let (mut residual, mut codes, mut dist) = (latent.clone(), vec![0u16; n_q], Vec::new());
+    let (mut residual, mut codes) = (latent.clone(), vec![0u16; n_q]);
+    let mut search = model.codebooks.scratch();
     let mut rvq = Duration::ZERO;
     let frames = pcm.len() / enc.in_len();
     for x in pcm.chunks_exact(enc.in_len()) {
@@ -263,39 +311,12 @@ fn profile_steps(model: &CodecModel, pcm: &[f32], n_q: usize) -> Result<serde_js
         let start = Instant::now();
         model
             .codebooks
-            .encode_frame(&mut residual, &mut codes, &mut dist);
+            .encode_frame(&mut residual, &mut codes, &mut search);
         rvq += start.elapsed();
         dec.step_profiled(&mut dr, &latent, &mut wave, &mut dp)?;
     }
     let per_frame = |t: Duration| t.as_secs_f64() * 1e6 / frames.max(1) as f64;
-    let table = |p: BTreeMap<String, (String, usize, Duration)>| {
-        let total: f64 = p.values().map(|v| v.2.as_secs_f64()).sum();
-        let share = |t: Duration| t.as_secs_f64() / total.max(1e-12);
-        let mut by_op: BTreeMap<&str, (usize, Duration)> = BTreeMap::new();
-        for (op, n, t) in p.values() {
-            let e = by_op.entry(op).or_default();
-            e.0 += n;
-            e.1 += *t;
-        }
-        let mut ops: Vec<_> = by_op.into_iter().collect();
-        ops.sort_by_key(|r| std::cmp::Reverse(r.1.1));
-        let ops: Vec<_> = ops
-            .into_iter()
-            .map(|(op, (n, t))| {
-                json!({"op": op, "nodes": n / frames.max(1), "us_per_frame": per_frame(t), "share": share(t)})
-            })
-            .collect();
-        let mut nodes: Vec<_> = p.iter().collect();
-        nodes.sort_by_key(|r| std::cmp::Reverse(r.1.2));
-        let nodes: Vec<_> = nodes
-            .into_iter()
-            .take(PROFILE_NODES)
-            .map(|(name, (op, _, t))| {
-                json!({"node": name, "op": op, "us_per_frame": per_frame(*t), "share": share(*t)})
-            })
-            .collect();
-        json!({"us_per_frame": total * 1e6 / frames.max(1) as f64, "ops": ops, "slowest_nodes": nodes})
-    };
+    let table = |p| time_table(p, frames, "us_per_frame", 1e6 / frames.max(1) as f64);
     Ok(json!({
         "frames": frames,
         "encoder_step": table(ep),

@@ -185,7 +185,8 @@ enum Cmd {
         /// Independent streams to run side by side on one model (streaming models only)
         #[arg(long, default_value_t = 16)]
         streams: usize,
-        /// Also time every node of the step graphs and report the time per op type
+        /// Also time every node of the step graphs (offline graphs for models without them) and
+        /// report the time per op type
         #[arg(long)]
         profile: bool,
         #[command(flatten)]
