@@ -2,7 +2,7 @@
 //!
 //! Each stage's search is in two passes. A coarse pass scores every codeword with integer
 //! products: the codewords rounded to 8-bit integers (a scale per codeword), the residual to
-//! 15-bit ones (a scale per stage), with a bound on each score's error that follows from the
+//! 7-bit ones (a scale per stage), with a bound on each score's error that follows from the
 //! rounding errors (Cauchy-Schwarz) plus a margin for float rounding. Only the codewords whose
 //! score could still be the smallest (typically one to three of 1024) are then scored exactly,
 //! in single precision and in the order a plain per-codeword loop sums, so the codes are those
@@ -30,28 +30,34 @@ const LANES: usize = 8;
 /// δ[k]` with `ê` 8-bit integers and `|δ[k]| ≤ err[k]`. Per-codeword values are laid out
 /// `[n_q][size rounded up to LANES]`; padding codewords have infinite norms and never win.
 struct Coarse {
-    /// `[n_q][size / LANES rounded up][pairs][LANES][2]`: for each group of eight codewords and
-    /// each pair of dimensions, both values of every codeword in turn, as the integer
-    /// pair-product instruction (`vpmaddwd`) reads them; zeros pad the last group and an odd dim.
+    /// `[n_q][size / LANES rounded up][quads][LANES][4]`: for each group of eight codewords and
+    /// each four dimensions, the four values of every codeword in turn, as the unsigned-by-signed
+    /// byte product instruction (`vpmaddubsw`) reads them; zeros pad the last group and `dim`.
     words: Vec<i8>,
-    /// Dimensions taken two at a time: `dim` rounded up to even, halved.
-    pairs: usize,
+    /// Dimensions taken four at a time: `dim` rounded up to a multiple of four, over four.
+    quads: usize,
     /// Each codeword's squared norm (summed as the exact scores sum), scale, rounding error
-    /// bound and length (both rounded up).
+    /// bound and length (both rounded up), and the sum of its integers.
     norms: Vec<f32>,
     scale: Vec<f32>,
     err: Vec<f32>,
     len: Vec<f32>,
-    /// The residual is rounded to integers in `-range..=range`: as many bits as keep the sum of
-    /// `dim` products with 8-bit values within 32 bits (15 for 64 dimensions).
-    range: i32,
+    sums: Vec<i32>,
 }
+
+/// The residual is rounded to integers in `-RANGE..=RANGE` and offset by `RANGE + 1` to be
+/// unsigned: two products of at most 127 · 127 then fit `vpmaddubsw`'s 16-bit sums unsaturated.
+/// The offset's share, `(RANGE + 1) · Σ ê`, is taken off with the codeword's integer sum.
+const RANGE: i32 = 63;
+// The vectorised pass multiplies the integer sums by RANGE + 1 as a shift by 6.
+const _: () = assert!(RANGE + 1 == 1 << 6);
 
 /// Scratch for the search, reused from frame to frame so that it does not allocate.
 #[derive(Default)]
 pub struct SearchScratch {
-    /// The residual rounded to integers, two dimensions per value (low, high 16 bits).
-    pairs: Vec<i32>,
+    /// The residual rounded to integers and offset to unsigned bytes, four dimensions per value
+    /// (the first in the low byte).
+    quads: Vec<u32>,
     /// Per codeword, the lower bound of its score (or, when every codeword is scored exactly,
     /// its dot product with the residual).
     lo: Vec<f32>,
@@ -88,7 +94,7 @@ impl Codebooks {
     /// Scratch sized for these codebooks, so that the first search does not allocate either.
     pub fn scratch(&self) -> SearchScratch {
         SearchScratch {
-            pairs: vec![0; self.coarse.pairs],
+            quads: vec![0; self.coarse.quads],
             lo: vec![0.0; padded(self.size)],
             candidates: Vec::with_capacity(self.size),
         }
@@ -164,21 +170,20 @@ impl Codebooks {
             return nearest(norms, &scratch.lo[..size]);
         }
         // The residual as integers: r = s_r · r̂ + δr. Norms in f64, rounded up.
-        let s_r = max / c.range as f32;
-        let inv = c.range as f32 / max;
+        let s_r = max / RANGE as f32;
+        let inv = RANGE as f32 / max;
         let (mut r_hat2, mut dr2) = (0.0f64, 0.0f64);
-        scratch.pairs.clear();
-        scratch.pairs.resize(c.pairs, 0);
+        scratch.quads.clear();
+        scratch.quads.resize(c.quads, 0);
         for (d, &v) in r.iter().enumerate() {
             // Rounded by hand: `round` is a library call without SSE4.1 (any rounding will do,
             // δr is measured from the integer chosen).
             let x = v * inv;
-            let i = ((x + 0.5f32.copysign(x)) as i32).clamp(-c.range, c.range);
+            let i = ((x + 0.5f32.copysign(x)) as i32).clamp(-RANGE, RANGE);
             r_hat2 += (i as f64) * (i as f64);
             let e = v as f64 - s_r as f64 * i as f64;
             dr2 += e * e;
-            let shift = if d % 2 == 0 { 0 } else { 16 };
-            scratch.pairs[d / 2] |= (i & 0xffff) << shift;
+            scratch.quads[d / 4] |= ((i + RANGE + 1) as u32) << (8 * (d % 4));
         }
         let up = |x: f64| (x * (1.0 + 1e-6)) as f32;
         let r_hat = up(r_hat2.sqrt() * s_r as f64);
@@ -198,7 +203,7 @@ impl Codebooks {
         scratch.lo.resize(padded(size), 0.0);
         candidates(
             &stage,
-            &scratch.pairs,
+            &scratch.quads,
             &slack,
             &mut scratch.lo,
             &mut scratch.candidates,
@@ -312,16 +317,16 @@ unsafe fn nearest_avx2(norms: &[f32], dots: &[f32]) -> usize {
 
 impl Coarse {
     fn new(embed: &[f32], n_q: usize, size: usize, dim: usize) -> Coarse {
-        let pairs = dim.div_ceil(2);
-        let groups = size.div_ceil(LANES);
-        let mut words = vec![0i8; n_q * groups * LANES * pairs * 2];
-        let per = groups * LANES;
+        let quads = dim.div_ceil(4);
+        let per = padded(size);
+        let mut words = vec![0i8; n_q * per * quads * 4];
         let mut norms = vec![f32::INFINITY; n_q * per];
         let (mut scale, mut err, mut len) = (
             vec![0.0; n_q * per],
             vec![0.0; n_q * per],
             vec![0.0; n_q * per],
         );
+        let mut sums = vec![0; n_q * per];
         for q in 0..n_q {
             for k in 0..size {
                 let at = q * per + k;
@@ -331,7 +336,7 @@ impl Coarse {
                 let max = e.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let s = max / 127.0;
                 let (mut e2, mut d2) = (0.0f64, 0.0f64);
-                let group = &mut words[(q * groups + k / LANES) * LANES * pairs * 2..];
+                let group = &mut words[(at - k % LANES) * quads * 4..];
                 for (d, &v) in e.iter().enumerate() {
                     let i = if s > 0.0 {
                         (v / s).round().clamp(-127.0, 127.0)
@@ -340,22 +345,34 @@ impl Coarse {
                     };
                     let delta = v as f64 - s as f64 * i as f64;
                     (e2, d2) = (e2 + (v as f64).powi(2), d2 + delta * delta);
-                    group[((d / 2) * LANES + k % LANES) * 2 + d % 2] = i as i8;
+                    group[((d / 4) * LANES + k % LANES) * 4 + d % 4] = i as i8;
+                    sums[at] += i as i32;
                 }
                 let up = |x: f64| (x * (1.0 + 1e-6)) as f32;
                 (scale[at], err[at], len[at]) = (s, up(d2.sqrt()), up(e2.sqrt()));
             }
         }
-        // |r̂| ≤ range and |ê| ≤ 127: `dim` products sum to at most dim · 127 · range < 2^31.
-        let range = (i32::MAX as usize / (2 * pairs * 127).max(1)).min(16383) as i32;
         Coarse {
             words,
-            pairs,
+            quads,
             norms,
             scale,
             err,
             len,
-            range,
+            sums,
+        }
+    }
+
+    fn stage(&self, q: usize, size: usize) -> Stage<'_> {
+        let per = padded(size);
+        let at = q * per..(q + 1) * per;
+        Stage {
+            words: &self.words[q * per * self.quads * 4..][..per * self.quads * 4],
+            norms: &self.norms[at.clone()],
+            scale: &self.scale[at.clone()],
+            err: &self.err[at.clone()],
+            len: &self.len[at.clone()],
+            sums: &self.sums[at],
         }
     }
 }
@@ -377,20 +394,7 @@ struct Stage<'a> {
     scale: &'a [f32],
     err: &'a [f32],
     len: &'a [f32],
-}
-
-impl Coarse {
-    fn stage(&self, q: usize, size: usize) -> Stage<'_> {
-        let per = padded(size);
-        let at = q * per..(q + 1) * per;
-        Stage {
-            words: &self.words[q * per * self.pairs * 2..][..per * self.pairs * 2],
-            norms: &self.norms[at.clone()],
-            scale: &self.scale[at.clone()],
-            err: &self.err[at.clone()],
-            len: &self.len[at],
-        }
-    }
+    sums: &'a [i32],
 }
 
 /// A stage's scale and error coefficients: codeword `k`'s coarse score is
@@ -405,38 +409,43 @@ struct Slack {
 
 /// The codewords of `stage` whose exact score can be the smallest, in index order, into `out`:
 /// those whose lower bound is at most the smallest upper bound. `lo` (one per padded codeword)
-/// gets the lower bounds; `pairs` is the residual's integers two per value.
-fn candidates(stage: &Stage, pairs: &[i32], slack: &Slack, lo: &mut [f32], out: &mut Vec<u32>) {
+/// gets the lower bounds; `quads` is the residual's offset integers, four per value.
+fn candidates(stage: &Stage, quads: &[u32], slack: &Slack, lo: &mut [f32], out: &mut Vec<u32>) {
     out.clear();
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2; the stage's slices hold whole groups (checked inside).
-        let upper = unsafe { lower_bounds_avx2(stage, pairs, slack, lo) };
+        let upper = unsafe { lower_bounds_avx2(stage, quads, slack, lo) };
         return unsafe { below_avx2(lo, upper, out) };
     }
-    let upper = lower_bounds_plain(stage, pairs, slack, lo);
+    let upper = lower_bounds_plain(stage, quads, slack, lo);
     out.extend((0..lo.len() as u32).filter(|&k| lo[k as usize] <= upper));
 }
 
-/// Eight codewords' integer sums `r̂.ê_k` (`words`: one group of [`Coarse::words`]).
-fn group_dots(words: &[i8], pairs: &[i32]) -> [i32; LANES] {
+/// Eight codewords' integer sums `r̂.ê_k` (`words`: one group of [`Coarse::words`], `sums` their
+/// integer sums).
+fn group_dots(words: &[i8], sums: &[i32], quads: &[u32]) -> [i32; LANES] {
     let mut dots = [0i32; LANES];
-    for (p, &rp) in pairs.iter().enumerate() {
-        let (r0, r1) = (rp as i16 as i32, rp >> 16);
+    for (p, &rq) in quads.iter().enumerate() {
         for (lane, o) in dots.iter_mut().enumerate() {
-            let at = (p * LANES + lane) * 2;
-            *o += words[at] as i32 * r0 + words[at + 1] as i32 * r1;
+            let w = &words[(p * LANES + lane) * 4..][..4];
+            for (j, &w) in w.iter().enumerate() {
+                *o += ((rq >> (8 * j)) & 0xff) as i32 * w as i32;
+            }
         }
+    }
+    for (o, &s) in dots.iter_mut().zip(sums) {
+        *o -= (RANGE + 1) * s;
     }
     dots
 }
 
 /// Writes each codeword's lower bound; returns the smallest upper bound.
-fn lower_bounds_plain(stage: &Stage, pairs: &[i32], slack: &Slack, lo: &mut [f32]) -> f32 {
-    let group = pairs.len() * LANES * 2;
+fn lower_bounds_plain(stage: &Stage, quads: &[u32], slack: &Slack, lo: &mut [f32]) -> f32 {
+    let group = quads.len() * LANES * 4;
     let mut upper = f32::INFINITY;
     for (g, words) in stage.words.chunks_exact(group).enumerate() {
-        let dots = group_dots(words, pairs);
+        let dots = group_dots(words, &stage.sums[g * LANES..][..LANES], quads);
         for (lane, &dot) in dots.iter().enumerate() {
             let k = g * LANES + lane;
             let n = stage.norms[k];
@@ -449,61 +458,70 @@ fn lower_bounds_plain(stage: &Stage, pairs: &[i32], slack: &Slack, lo: &mut [f32
     upper
 }
 
-/// [`lower_bounds_plain`] with `vpmaddwd`: per pair of dimensions, eight codewords' two values
-/// (sign-extended to 16 bits) times the residual's two, added pairwise into eight 32-bit sums,
-/// then the bounds eight at a time. (Integer sums are exact; the bounds may round differently
-/// from the plain loop's, within the slack.)
+/// [`lower_bounds_plain`] with `vpmaddubsw`: per four dimensions, the residual's four unsigned
+/// bytes times each of eight codewords' four, added pairwise into 16-bit sums (at most
+/// 2 · 127 · 127, so never saturated), then pairwise into eight 32-bit sums (`vpmaddwd` by ones);
+/// then the bounds eight at a time. (Integer sums are exact; the bounds are the plain loop's
+/// float operations in the same order.)
 ///
 /// # Safety
 /// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn lower_bounds_avx2(stage: &Stage, pairs: &[i32], slack: &Slack, lo: &mut [f32]) -> f32 {
+unsafe fn lower_bounds_avx2(stage: &Stage, quads: &[u32], slack: &Slack, lo: &mut [f32]) -> f32 {
     use std::arch::x86_64::*;
-    let group = pairs.len() * LANES * 2;
-    let groups = stage.words.len() / group;
-    assert!(lo.len() >= groups * LANES && stage.norms.len() >= groups * LANES);
-    assert!(stage.scale.len() >= groups * LANES && stage.err.len() >= groups * LANES);
-    assert!(stage.len.len() >= groups * LANES);
+    let group = quads.len() * LANES * 4;
+    let groups = stage.words.len() / group.max(1);
+    let n = groups * LANES;
+    assert!(lo.len() >= n && stage.norms.len() >= n && stage.sums.len() >= n);
+    assert!(stage.scale.len() >= n && stage.err.len() >= n && stage.len.len() >= n);
     let (two_s_r, c_err) = (_mm256_set1_ps(slack.two_s_r), _mm256_set1_ps(slack.err));
     let (c_len, c_norm) = (_mm256_set1_ps(slack.len), _mm256_set1_ps(slack.norm));
     let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+    let ones = _mm256_set1_epi16(1);
     let mut upper = _mm256_set1_ps(f32::INFINITY);
     for (g, words) in stage.words.chunks_exact(group).enumerate() {
         let (mut acc0, mut acc1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-        let mut two_pairs = words.chunks_exact(4 * LANES);
+        let mut two_quads = words.chunks_exact(8 * LANES);
         let mut p = 0;
-        for w in two_pairs.by_ref() {
-            // SAFETY: 32 bytes in `w`, read as two unaligned 16-byte halves.
+        for w in two_quads.by_ref() {
+            // SAFETY: 64 bytes in `w`, read as two unaligned 32-byte halves.
             let (w0, w1) = unsafe {
                 (
-                    _mm_loadu_si128(w.as_ptr() as *const __m128i),
-                    _mm_loadu_si128(w.as_ptr().add(16) as *const __m128i),
+                    _mm256_loadu_si256(w.as_ptr() as *const __m256i),
+                    _mm256_loadu_si256(w.as_ptr().add(32) as *const __m256i),
                 )
             };
-            let (r0, r1) = (_mm256_set1_epi32(pairs[p]), _mm256_set1_epi32(pairs[p + 1]));
-            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(w0), r0));
-            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(w1), r1));
+            let r0 = _mm256_set1_epi32(quads[p] as i32);
+            let r1 = _mm256_set1_epi32(quads[p + 1] as i32);
+            let s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(r0, w0), ones);
+            let s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(r1, w1), ones);
+            acc0 = _mm256_add_epi32(acc0, s0);
+            acc1 = _mm256_add_epi32(acc1, s1);
             p += 2;
         }
-        let rest = two_pairs.remainder();
+        let rest = two_quads.remainder();
         if !rest.is_empty() {
-            // SAFETY: one pair's 16 bytes remain.
-            let w0 = unsafe { _mm_loadu_si128(rest.as_ptr() as *const __m128i) };
-            let r0 = _mm256_set1_epi32(pairs[p]);
-            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(w0), r0));
+            // SAFETY: one quad's 32 bytes remain.
+            let w0 = unsafe { _mm256_loadu_si256(rest.as_ptr() as *const __m256i) };
+            let r0 = _mm256_set1_epi32(quads[p] as i32);
+            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(r0, w0), ones));
         }
-        let dots = _mm256_cvtepi32_ps(_mm256_add_epi32(acc0, acc1));
         let at = g * LANES;
         // SAFETY: `at + LANES` is within every slice (asserted above); unaligned loads.
-        let (n, scale, err, len) = unsafe {
+        let (sums, n, scale, err, len) = unsafe {
             (
+                _mm256_loadu_si256(stage.sums.as_ptr().add(at) as *const __m256i),
                 _mm256_loadu_ps(stage.norms.as_ptr().add(at)),
                 _mm256_loadu_ps(stage.scale.as_ptr().add(at)),
                 _mm256_loadu_ps(stage.err.as_ptr().add(at)),
                 _mm256_loadu_ps(stage.len.as_ptr().add(at)),
             )
         };
+        // The offset's share: (RANGE + 1) = 64 times the codeword's integer sum.
+        let offset = _mm256_slli_epi32::<6>(sums);
+        let dots = _mm256_sub_epi32(_mm256_add_epi32(acc0, acc1), offset);
+        let dots = _mm256_cvtepi32_ps(dots);
         let a = _mm256_sub_ps(n, _mm256_mul_ps(_mm256_mul_ps(two_s_r, scale), dots));
         let b = _mm256_add_ps(
             _mm256_add_ps(_mm256_mul_ps(c_err, err), _mm256_mul_ps(c_len, len)),
@@ -733,13 +751,9 @@ mod tests {
                 .collect();
             let cb = books(&embed, 1, size, dim);
             let stage = cb.coarse.stage(0, size);
-            let r: Vec<i32> = (0..cb.coarse.pairs)
+            let r: Vec<u32> = (0..cb.coarse.quads)
                 .map(|p| {
-                    let (a, b) = (
-                        (p as i32 * 4099) % 32767 - 16383,
-                        16383 - (p as i32 * 771) % 32767,
-                    );
-                    (a & 0xffff) | (b << 16)
+                    u32::from_le_bytes([1 + (p * 37 % 127) as u8, 127, 1, (p * 91 % 128) as u8])
                 })
                 .collect();
             let slack = Slack {
