@@ -129,6 +129,7 @@ impl Engine {
         crate::tract_ops::keep_f64_mean_of_squares(&mut typed)?;
         match self.gpu {
             None => {
+                crate::tract_ops::row_pad::rewrite(&mut typed)?;
                 crate::tract_ops::mat_vec::rewrite(&mut typed)?;
                 let mut optimized = typed.into_optimized()?;
                 if crate::tract_ops::tile_batch_broadcasts(&mut optimized)? > 0 {

@@ -26,6 +26,9 @@
 //!   integers or halves when the weights are exported so, with fused multiply-adds; and its
 //!   other convolutions (up to 512 output samples, transposed: input samples) as products with
 //!   windows read in place, without tract's im2col copy or separate overlap-add pass.
+//! * [`row_pad`]: padding along the last axis (FunCodec's reflect padding before every conv of
+//!   its offline graphs) as one pass per row, instead of tract's fill, strided copy and
+//!   column-by-column reflection.
 //! * [`batch_layout`]: step graphs that run several streams at once get their convolutions as
 //!   batch-one 2-D convolutions over a stream-second layout.
 //! * [`batch_bias`]: in plans that run several streams at once, per-channel constants tiled over
@@ -38,6 +41,7 @@ mod group_stats;
 pub(crate) mod mat_vec;
 mod mean_squares;
 pub(crate) mod overlap_add;
+pub(crate) mod row_pad;
 pub(crate) mod small_conv;
 
 pub use batch_bias::tile_batch_broadcasts;
