@@ -26,7 +26,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
+# Before numpy loads OpenBLAS, which reads it once: set inside `sgemm_peak` it came too late, and the
+# "single-thread" peak was measured on every core of an idle machine (158 GFLOP/s on this 2-core one).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +42,6 @@ from parity_full import timed  # noqa: E402  (median wall time of `repeat` calls
 
 def sgemm_peak() -> float:
     """Single-thread FLOP/s of a large SGEMM on this core (best of 5)."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
     a @ a
     best = min(timed(lambda: a @ a, 1) for _ in range(5))
