@@ -370,28 +370,31 @@ fn bad_input_exits_non_zero_with_a_message() {
     );
 }
 
+/// `funcodec bench --repeat 1 --profile` on `clip` with `model` and `extra` arguments: its JSON
+/// report (the output's progress lines around it skipped).
+fn bench_json(model: &Path, clip: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "bench",
+        s(clip),
+        "--model",
+        s(model),
+        "--repeat",
+        "1",
+        "--profile",
+    ];
+    args.extend_from_slice(extra);
+    let out = ok(&args);
+    let json = &out[out.find('{').expect("a JSON report")..];
+    serde_json::from_str(&json[..=json.rfind('}').unwrap()]).unwrap()
+}
+
 /// `funcodec bench` reports every section, with `--profile` the step graphs' time per op type, and
 /// `--backend` names the engine it ran on (here the CPU; `cuda` without a GPU is a clear error).
 #[test]
 fn bench_reports_streaming_figures_and_a_profile() {
     let model = model_dir("tiny_causal_ds640").with_file_name("model_steps");
     let clip = clip_path("tiny_causal_ds640", "clip6_16123");
-    let out = ok(&[
-        "bench",
-        s(&clip),
-        "--model",
-        s(&model),
-        "--repeat",
-        "1",
-        "--streams",
-        "2",
-        "--profile",
-        "--backend",
-        "auto",
-    ]);
-    let json = &out[out.find('{').expect("a JSON report")..];
-    let json = &json[..=json.rfind('}').unwrap()];
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let v = bench_json(&model, &clip, &["--streams", "2", "--backend", "auto"]);
     assert_eq!(v["backend"], if backend_has_gpu() { "cuda" } else { "cpu" });
     assert_eq!(v["streaming"]["mode"], "exact");
     assert!(v["streaming"]["frame_ms_p99"].as_f64().unwrap() > 0.0);
@@ -424,20 +427,7 @@ fn bench_reports_streaming_figures_and_a_profile() {
 fn bench_profiles_the_offline_graphs_of_a_non_causal_model() {
     let model = model_dir("tiny_gn_ds640");
     let clip = clip_path("tiny_gn_ds640", "clip7_161234");
-    let out = ok(&[
-        "bench",
-        s(&clip),
-        "--model",
-        s(&model),
-        "--repeat",
-        "1",
-        "--streams",
-        "1",
-        "--profile",
-    ]);
-    let json = &out[out.find('{').expect("a JSON report")..];
-    let json = &json[..=json.rfind('}').unwrap()];
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let v = bench_json(&model, &clip, &["--streams", "1"]);
     assert_eq!(v["streaming"]["mode"], "windowed");
     let p = &v["profile"];
     assert!(
