@@ -1,8 +1,7 @@
 //! A matrix stored for products with vectors that read it once, in order: blocks of [`BLOCK`]
 //! rows, each block column by column, so a block's [`BLOCK`] sums stay in registers while its
-//! values stream from memory. The RVQ search (codewords as rows) and the single-stream
-//! matrix-vector products of the step graphs (`tract_ops::mat_vec`) use it; both are bound by
-//! how fast the values arrive from memory.
+//! values stream from memory. The single-stream matrix-vector products of the step graphs
+//! (`tract_ops::mat_vec`) use it; they are bound by how fast the values arrive from memory.
 //!
 //! Fewer bytes where the values allow it without changing a sum. A matrix whose every row is
 //! made of 8-bit integers times a power of two (the project's own models are exported so, see
@@ -107,7 +106,7 @@ impl BlockMatrix {
     /// its end are not computed).
     pub(crate) fn apply(&self, x: &[f32], y: &mut [f32]) {
         let len = y.len();
-        self.apply_many(x, &[1], 0, y, len);
+        self.apply_many(x, 1, y, len);
     }
 
     /// `y = M·x` as fast as this CPU goes, where only float rounding matters (a stream's step
@@ -120,7 +119,6 @@ impl BlockMatrix {
             let g = Geometry {
                 cols: self.cols,
                 y_len: y.len(),
-                stage: 0,
             };
             // SAFETY: the CPU has AVX2, FMA and F16C (checked above), and the asserts above keep
             // every read in bounds.
@@ -199,31 +197,21 @@ impl BlockMatrix {
         }
     }
 
-    /// `y_j = M·x_j` for each vector `j` with `stage < needs[j]`: `x_j = xs[j·cols..][..cols]`,
+    /// `y_j = M·x_j` for the `n` vectors `x_j = xs[j·cols..][..cols]`, into
     /// `y_j = ys[j·y_len..][..y_len]`. Each block is read once for all vectors, and every vector gets
     /// the bits it gets alone: each sum starts at zero and adds the products in column order, with
     /// multiply and add separate (never fused), on every CPU.
-    pub(crate) fn apply_many(
-        &self,
-        xs: &[f32],
-        needs: &[usize],
-        stage: usize,
-        ys: &mut [f32],
-        y_len: usize,
-    ) {
-        assert!(xs.len() >= needs.len() * self.cols && ys.len() >= needs.len() * y_len);
+    fn apply_many(&self, xs: &[f32], n: usize, ys: &mut [f32], y_len: usize) {
+        assert!(xs.len() >= n * self.cols && ys.len() >= n * y_len);
         assert!(y_len <= self.rows.div_ceil(BLOCK) * BLOCK);
         let geometry = Geometry {
             cols: self.cols,
             y_len,
-            stage,
         };
         match &self.values {
-            Values::Single(data) => products(data, xs, needs, ys, geometry),
-            Values::Half(data) => half::products(data, xs, needs, ys, geometry),
-            Values::Int8 { values, scales } => {
-                int8::products(values, scales, xs, needs, ys, geometry)
-            }
+            Values::Single(data) => products(data, xs, n, ys, geometry),
+            Values::Half(data) => half::products(data, xs, n, ys, geometry),
+            Values::Int8 { values, scales } => int8::products(values, scales, xs, n, ys, geometry),
         }
     }
 
@@ -246,7 +234,6 @@ impl BlockMatrix {
 struct Geometry {
     cols: usize,
     y_len: usize,
-    stage: usize,
 }
 
 /// Where [`BlockMatrix::apply_gathered`]'s vectors are.
@@ -260,19 +247,19 @@ struct Gather<'a> {
 
 crate::simd::avx2_dispatch!(
     /// [`BlockMatrix::apply_many`] for single-precision storage.
-    fn products(blocks: &[f32], xs: &[f32], needs: &[usize], ys: &mut [f32], g: Geometry)
+    fn products(blocks: &[f32], xs: &[f32], n: usize, ys: &mut [f32], g: Geometry)
         => products_portable
 );
 
 #[inline(always)]
-fn products_portable(blocks: &[f32], xs: &[f32], needs: &[usize], ys: &mut [f32], g: Geometry) {
+fn products_portable(blocks: &[f32], xs: &[f32], n: usize, ys: &mut [f32], g: Geometry) {
     let blocks_out = g.y_len.div_ceil(BLOCK);
     for (b, block) in blocks
         .chunks_exact(BLOCK * g.cols)
         .take(blocks_out)
         .enumerate()
     {
-        for (j, _) in needs.iter().enumerate().filter(|(_, n)| **n > g.stage) {
+        for j in 0..n {
             let mut acc = [0.0f32; BLOCK];
             for (column, &v) in block.chunks_exact(BLOCK).zip(&xs[j * g.cols..][..g.cols]) {
                 let column: &[f32; BLOCK] = column.try_into().expect("chunks of BLOCK");
@@ -604,8 +591,8 @@ mod int8 {
         let padded_rows = data.len() / cols.max(1);
         let mut scales = vec![1.0f32; padded_rows];
         let at = |r: usize, c: usize| (r / BLOCK) * BLOCK * cols + c * BLOCK + r % BLOCK;
-        // Row by row, so that a matrix that is not 8-bit (the codebooks) is given up on at its
-        // first row rather than after a pass over all of it.
+        // Row by row, so that a matrix that is not 8-bit is given up on at its first row rather
+        // than after a pass over all of it.
         for (r, scale) in scales.iter_mut().enumerate() {
             let (mut e, mut peak) = (i32::MAX, 0.0f32);
             for c in 0..cols {
@@ -642,7 +629,7 @@ mod int8 {
             blocks: &[i8],
             scales: &[f32],
             xs: &[f32],
-            needs: &[usize],
+            n: usize,
             ys: &mut [f32],
             g: Geometry
         ) => products_portable
@@ -653,7 +640,7 @@ mod int8 {
         blocks: &[i8],
         scales: &[f32],
         xs: &[f32],
-        needs: &[usize],
+        n: usize,
         ys: &mut [f32],
         g: Geometry,
     ) {
@@ -666,7 +653,7 @@ mod int8 {
             let scales: &[f32; BLOCK] = scales[b * BLOCK..][..BLOCK]
                 .try_into()
                 .expect("a scale per padded row");
-            for (j, _) in needs.iter().enumerate().filter(|(_, n)| **n > g.stage) {
+            for j in 0..n {
                 let mut acc = [0.0f32; BLOCK];
                 for (column, &v) in block.chunks_exact(BLOCK).zip(&xs[j * g.cols..][..g.cols]) {
                     let column: &[i8; BLOCK] = column.try_into().expect("chunks of BLOCK");
@@ -725,13 +712,7 @@ mod half {
     }
 
     /// [`super::products`] for half-precision storage.
-    pub(super) fn products(
-        blocks: &[u16],
-        xs: &[f32],
-        needs: &[usize],
-        ys: &mut [f32],
-        g: Geometry,
-    ) {
+    pub(super) fn products(blocks: &[u16], xs: &[f32], n: usize, ys: &mut [f32], g: Geometry) {
         #[cfg(target_arch = "x86_64")]
         {
             assert!(
@@ -741,28 +722,22 @@ mod half {
             assert!(blocks.len() >= g.y_len.div_ceil(BLOCK) * BLOCK * g.cols);
             // SAFETY: the CPU has AVX2 and F16C, and every block the product reads lies within
             // `blocks` (both asserted above).
-            unsafe { products_f16c(blocks, xs, needs, ys, g) }
+            unsafe { products_f16c(blocks, xs, n, ys, g) }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (blocks, xs, needs, ys, g);
+            let _ = (blocks, xs, n, ys, g);
             unreachable!("half precision is only stored where the CPU has F16C")
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,f16c")]
-    unsafe fn products_f16c(
-        blocks: &[u16],
-        xs: &[f32],
-        needs: &[usize],
-        ys: &mut [f32],
-        g: Geometry,
-    ) {
+    unsafe fn products_f16c(blocks: &[u16], xs: &[f32], n: usize, ys: &mut [f32], g: Geometry) {
         use std::arch::x86_64::*;
         for b in 0..g.y_len.div_ceil(BLOCK) {
             let block = &blocks[b * BLOCK * g.cols..][..BLOCK * g.cols];
-            for (j, _) in needs.iter().enumerate().filter(|(_, n)| **n > g.stage) {
+            for j in 0..n {
                 let mut acc = [_mm256_setzero_ps(); BLOCK / 8];
                 for (column, &v) in block.chunks_exact(BLOCK).zip(&xs[j * g.cols..][..g.cols]) {
                     let v = _mm256_set1_ps(v);
@@ -990,38 +965,28 @@ mod tests {
         assert_eq!((q[0], q[BLOCK], s[1]), (3, -2, 1.0));
     }
 
-    /// Several vectors at once: the selected ones get their own products, the others are untouched.
+    /// Several vectors at once: each gets the bits it gets alone, and the padded rows zeros.
     #[test]
     fn many_vectors_at_once() {
-        let (rows, cols) = (40, 9);
+        let (rows, cols, n) = (40, 9, 3);
         let m = |r: usize, c: usize| ((r * 13 + c * 7) % 97) as f32 / 32.0 - 1.5;
         let bm = BlockMatrix::new(rows, cols, m);
-        let needs = [2, 1, 3];
-        let xs: Vec<f32> = (0..needs.len() * cols)
-            .map(|i| (i as f32 * 0.53).cos())
-            .collect();
-        let y_len = 64; // padded rows, as the RVQ search keeps them
-        let mut ys = vec![-7.0f32; needs.len() * y_len];
-        bm.apply_many(&xs, &needs, 1, &mut ys, y_len);
-        for (j, &n) in needs.iter().enumerate() {
+        let xs: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.53).cos()).collect();
+        let y_len = 64; // rows padded to whole blocks
+        let mut ys = vec![-7.0f32; n * y_len];
+        bm.apply_many(&xs, n, &mut ys, y_len);
+        for j in 0..n {
             let y = &ys[j * y_len..][..rows];
-            if n > 1 {
-                let want = plain(rows, cols, &m, &xs[j * cols..][..cols]);
-                assert!(
-                    y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{j}"
-                );
-                assert!(
-                    ys[j * y_len + rows..][..y_len - rows]
-                        .iter()
-                        .all(|&v| v == 0.0)
-                );
-            } else {
-                assert!(
-                    ys[j * y_len..][..y_len].iter().all(|&v| v == -7.0),
-                    "{j} was written"
-                );
-            }
+            let want = plain(rows, cols, &m, &xs[j * cols..][..cols]);
+            assert!(
+                y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{j}"
+            );
+            assert!(
+                ys[j * y_len + rows..][..y_len - rows]
+                    .iter()
+                    .all(|&v| v == 0.0)
+            );
         }
     }
 }
