@@ -541,8 +541,12 @@ mod tests {
             assert_eq!(count("GatheredDeconv"), deconvs, "{file}");
             assert_eq!(n, ops.len(), "{file}");
             assert!(ops.iter().all(|(_, s)| *s == Storage::Int8), "{file}");
+            // Float rounding only: the fused kernels sum in another order and with fused
+            // multiply-adds, and the differences grow through the step (up to 1.1e-5 of the largest
+            // output on cpu-r10's encoder, 0.4e-5 on cpu-r8's); a wrong weight or window moves the
+            // outputs by far more.
             let d = compare(&ours, &plain);
-            assert!(d < 1e-5, "{file}: {d}");
+            assert!(d < 5e-5, "{file}: {d}");
         }
     }
 
