@@ -568,16 +568,15 @@ unsafe fn below_avx2(lo: &[f32], upper: f32, out: &mut Vec<u32>) {
 mod tests {
     use super::*;
 
-    /// The blocked search against a plain per-codeword search, code for code and residual bit for
-    /// bit, for sizes that do and do not fill whole blocks.
+    /// The search against a plain per-codeword search, code for code and residual bit for bit,
+    /// for sizes that do and do not fill whole groups.
     #[test]
-    fn blocked_search_equals_plain_search() {
+    fn search_equals_plain_search() {
         for (n_q, size, dim) in [(4, 1024, 64), (3, 40, 8), (2, 7, 3), (1, 32, 1)] {
             let embed: Vec<f32> = (0..n_q * size * dim)
                 .map(|i| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * 1.7)
                 .collect();
-            let bytes: Vec<u8> = embed.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let cb = Codebooks::from_le_bytes(&bytes, n_q, size, dim).unwrap();
+            let cb = books(&embed, n_q, size, dim);
             for frame in 0..20 {
                 let x: Vec<f32> = (0..dim)
                     .map(|d| ((d + frame * dim) as f32 * 0.37).sin() * 2.0)
@@ -587,24 +586,13 @@ mod tests {
                 cb.encode_frame(&mut got_r, &mut got, &mut SearchScratch::default());
                 let mut want_r = x.clone();
                 for q in 0..n_q {
-                    let mut best = (f32::INFINITY, 0usize);
-                    for k in 0..size {
-                        let e = &embed[(q * size + k) * dim..][..dim];
-                        let (mut dot, mut n) = (0.0f32, 0.0f32);
-                        for d in 0..dim {
-                            dot += e[d] * want_r[d];
-                            n += e[d] * e[d];
-                        }
-                        if n - 2.0 * dot < best.0 {
-                            best = (n - 2.0 * dot, k);
-                        }
-                    }
+                    let best = plain_pick(&cb, q, &want_r);
                     assert_eq!(
-                        got[q] as usize, best.1,
+                        got[q] as usize, best,
                         "size {size} dim {dim} frame {frame} q {q}"
                     );
                     for d in 0..dim {
-                        want_r[d] -= embed[(q * size + best.1) * dim + d];
+                        want_r[d] -= embed[(q * size + best) * dim + d];
                     }
                 }
                 let same = got_r
@@ -822,8 +810,7 @@ mod tests {
         let embed: Vec<f32> = (0..n_q * size * dim)
             .map(|i| ((i * 104_729 % 4001) as f32 / 2000.0 - 1.0) * 0.9)
             .collect();
-        let bytes: Vec<u8> = embed.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let cb = Codebooks::from_le_bytes(&bytes, n_q, size, dim).unwrap();
+        let cb = books(&embed, n_q, size, dim);
         let n_qs = [6, 1, 3, 6, 2];
         let frames: Vec<f32> = (0..n_qs.len() * dim)
             .map(|i| (i as f32 * 0.61).cos() * 1.5)
