@@ -18,7 +18,7 @@ fn one() -> usize {
     1
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum PadMode {
     Reflect,
@@ -68,29 +68,38 @@ pub fn pad1d(
     let m = n + left + right;
     out.clear();
     out.resize(channels * m, 0.0);
-    let max_pad = left.max(right);
+    for (src, dst) in x.chunks_exact(n.max(1)).zip(out.chunks_exact_mut(m.max(1))) {
+        pad_row(src, dst, left, mode);
+    }
+}
+
+/// One row of [`pad1d`]: `src` padded by `left` values before it and the rest of `dst` after it.
+/// Every value of `dst` is written.
+pub(crate) fn pad_row(src: &[f32], dst: &mut [f32], left: usize, mode: PadMode) {
+    let n = src.len();
+    let right = dst.len() - n - left;
+    dst[left..left + n].copy_from_slice(src);
+    let (head, rest) = dst.split_at_mut(left);
+    let tail = &mut rest[n..];
+    if mode == PadMode::Constant {
+        head.fill(0.0);
+        tail.fill(0.0);
+        return;
+    }
     // Length of the zero-extended signal that the reflection runs over.
-    let ext = if mode == PadMode::Reflect && n <= max_pad {
-        max_pad + 1
+    let ext = if n <= left.max(right) {
+        left.max(right) + 1
     } else {
         n
     };
-    for c in 0..channels {
-        let src = &x[c * n..(c + 1) * n];
-        let dst = &mut out[c * m..(c + 1) * m];
-        let at = |i: usize| if i < n { src[i] } else { 0.0 };
-        dst[left..left + n].copy_from_slice(src);
-        if mode == PadMode::Constant {
-            continue;
-        }
-        for (j, d) in dst[..left].iter_mut().enumerate() {
-            *d = at(left - j);
-        }
-        // Right part: positions n.. of the extended signal, then its reflection, cut to `right`.
-        for (j, d) in dst[left + n..].iter_mut().enumerate() {
-            let p = n + j; // index into the reflected, extended signal
-            *d = if p < ext { 0.0 } else { at(2 * (ext - 1) - p) };
-        }
+    let at = |i: usize| if i < n { src[i] } else { 0.0 };
+    for (j, d) in head.iter_mut().enumerate() {
+        *d = at(left - j);
+    }
+    // Right part: positions n.. of the extended signal, then its reflection, cut to `right`.
+    for (j, d) in tail.iter_mut().enumerate() {
+        let p = n + j; // index into the reflected, extended signal
+        *d = if p < ext { 0.0 } else { at(2 * (ext - 1) - p) };
     }
 }
 

@@ -4,34 +4,16 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::array::{Pad, PadMode};
 
+use crate::padding;
+
 /// Pads the last axis of a float32 tensor by `before` and `after` values, reflected about the
-/// row's ends (ONNX `reflect`: the end value itself is not repeated) or zeros.
+/// row's ends (ONNX `reflect`: the end value itself is not repeated) or zeros, one row at a time
+/// as the runtime pads a segment's input ([`padding::pad_row`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RowPad {
     before: usize,
     after: usize,
-    reflect: bool,
-}
-
-impl RowPad {
-    /// One row: `out` has `x.len() + before + after` values.
-    fn pad_row(&self, x: &[f32], out: &mut [f32]) {
-        let (l, n) = (self.before, x.len());
-        out[l..l + n].copy_from_slice(x);
-        let (head, rest) = out.split_at_mut(l);
-        let tail = &mut rest[n..];
-        if self.reflect {
-            for (j, o) in head.iter_mut().enumerate() {
-                *o = x[l - j];
-            }
-            for (i, o) in tail.iter_mut().enumerate() {
-                *o = x[n - 2 - i];
-            }
-        } else {
-            head.fill(0.0);
-            tail.fill(0.0);
-        }
-    }
+    mode: padding::PadMode,
 }
 
 impl Op for RowPad {
@@ -50,7 +32,7 @@ impl EvalOp for RowPad {
         let n = *shape
             .last()
             .ok_or_else(|| TractError::msg("RowPad of a scalar"))?;
-        if self.reflect && n <= self.before.max(self.after) {
+        if self.mode == padding::PadMode::Reflect && n <= self.before.max(self.after) {
             return Err(TractError::msg(format!(
                 "reflect padding of {} and {} needs rows longer than that, got {n}",
                 self.before, self.after
@@ -67,7 +49,7 @@ impl EvalOp for RowPad {
             let mut plain = out.try_as_plain_ram_mut()?;
             let ys = plain.as_slice_mut::<f32>()?;
             for (x, y) in xs.chunks_exact(n.max(1)).zip(ys.chunks_exact_mut(width)) {
-                self.pad_row(x, y);
+                padding::pad_row(x, y, self.before, self.mode);
             }
         }
         Ok(tvec!(out.into_tvalue()))
@@ -101,16 +83,18 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         let Some(((before, after), leading)) = pad.pads.split_last() else {
             continue;
         };
-        let reflect = match &pad.mode {
-            PadMode::Reflect => true,
-            PadMode::Constant(c) if c.cast_to_scalar::<f32>().is_ok_and(|c| c == 0.0) => false,
+        let mode = match &pad.mode {
+            PadMode::Reflect => padding::PadMode::Reflect,
+            PadMode::Constant(c) if c.cast_to_scalar::<f32>().is_ok_and(|c| c == 0.0) => {
+                padding::PadMode::Constant
+            }
             _ => continue,
         };
         if fact.datum_type == f32::datum_type() && leading.iter().all(|&(a, b)| a == 0 && b == 0) {
             let op = RowPad {
                 before: *before,
                 after: *after,
-                reflect,
+                mode,
             };
             found.push((node.id, op));
         }
