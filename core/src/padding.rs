@@ -68,14 +68,27 @@ pub fn pad1d(
     let m = n + left + right;
     out.clear();
     out.resize(channels * m, 0.0);
-    for (src, dst) in x.chunks_exact(n.max(1)).zip(out.chunks_exact_mut(m.max(1))) {
-        pad_row(src, dst, left, mode);
+    pad_rows(x, n, out, m, left, mode);
+}
+
+/// Pads each `n`-sample row of `src` into the matching `width`-sample row of `dst`
+/// ([`pad_row`]), so every value of `dst` is written, empty input rows included.
+pub(crate) fn pad_rows(
+    src: &[f32],
+    n: usize,
+    dst: &mut [f32],
+    width: usize,
+    left: usize,
+    mode: PadMode,
+) {
+    for (i, row) in dst.chunks_exact_mut(width.max(1)).enumerate() {
+        pad_row(&src[i * n..(i + 1) * n], row, left, mode);
     }
 }
 
 /// One row of [`pad1d`]: `src` padded by `left` values before it and the rest of `dst` after it.
 /// Every value of `dst` is written.
-pub(crate) fn pad_row(src: &[f32], dst: &mut [f32], left: usize, mode: PadMode) {
+fn pad_row(src: &[f32], dst: &mut [f32], left: usize, mode: PadMode) {
     let n = src.len();
     let right = dst.len() - n - left;
     dst[left..left + n].copy_from_slice(src);
@@ -157,5 +170,17 @@ mod tests {
         let mut out = Vec::new();
         pad1d(&[1.0, 2.0, 3.0, 4.0], 2, 1, 2, PadMode::Constant, &mut out);
         assert_eq!(out, vec![0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 3.0, 4.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn pad_rows_writes_every_value_of_an_uninitialised_buffer() {
+        // RowPad hands over an uninitialised tensor: stale values must not survive, even for
+        // empty input rows.
+        let mut dst = [f32::NAN; 6];
+        pad_rows(&[], 0, &mut dst, 3, 1, PadMode::Constant);
+        assert_eq!(dst, [0.0; 6]);
+        let mut dst = [f32::NAN; 8];
+        pad_rows(&[1.0, 2.0, 3.0, 4.0], 2, &mut dst, 4, 1, PadMode::Reflect);
+        assert_eq!(dst, [2.0, 1.0, 2.0, 1.0, 4.0, 3.0, 4.0, 3.0]);
     }
 }

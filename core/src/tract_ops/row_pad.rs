@@ -8,7 +8,7 @@ use crate::padding;
 
 /// Pads the last axis of a float32 tensor by `before` and `after` values, reflected about the
 /// row's ends (ONNX `reflect`: the end value itself is not repeated) or zeros, one row at a time
-/// as the runtime pads a segment's input ([`padding::pad_row`]).
+/// as the runtime pads a segment's input ([`padding::pad_rows`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RowPad {
     before: usize,
@@ -48,9 +48,7 @@ impl EvalOp for RowPad {
             let xs = view.as_slice::<f32>()?;
             let mut plain = out.try_as_plain_ram_mut()?;
             let ys = plain.as_slice_mut::<f32>()?;
-            for (x, y) in xs.chunks_exact(n.max(1)).zip(ys.chunks_exact_mut(width)) {
-                padding::pad_row(x, y, self.before, self.mode);
-            }
+            padding::pad_rows(xs, n, ys, width, self.before, self.mode);
         }
         Ok(tvec!(out.into_tvalue()))
     }
